@@ -1,0 +1,12 @@
+#!/usr/bin/env node
+import { Command } from 'commander';
+import { localCommand } from './local/commands.js';
+
+const program = new Command().name('ambit').description('ambit: an ambient service mesh (ztunnel, waypoints, CNI) in TypeScript').version('0.1.0');
+program.addCommand(localCommand());
+
+program.parseAsync().catch((err: Error) => {
+  // one clear sentence, never a stack trace
+  process.stderr.write(`ambit: ${err.message}\n`);
+  process.exitCode = 1;
+});

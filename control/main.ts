@@ -1,0 +1,54 @@
+#!/usr/bin/env node
+import { readFile } from 'node:fs/promises';
+import { Command } from 'commander';
+import * as grpc from '@grpc/grpc-js';
+import { createLogger } from '../shared/telemetry/log.js';
+import { CertificateAuthority } from '../shared/identity/ca.js';
+import { CONTROL_SERVER_NAME } from '../shared/control/protocol.js';
+import { ControlServer } from './server.js';
+import { FileSource } from './source.js';
+import { TokenFileAuthenticator } from './auth.js';
+
+const program = new Command()
+  .name('ambit-control')
+  .description('ambit control plane: serves mesh configuration to ztunnels and signs workload certificates')
+  .requiredOption('--config <path>', 'folder or file of Kubernetes-style YAML to serve (local mode)')
+  .requiredOption('--ca-cert <file>', 'CA certificate (PEM)')
+  .requiredOption('--ca-key <file>', 'CA private key (PEM)')
+  .requiredOption('--node-tokens <file>', 'JSON map of node token → node name')
+  .option('--listen <host:port>', 'gRPC listen address', '0.0.0.0:15012')
+  .option('--ip <ip...>', 'IP addresses to put in the serving certificate', [])
+  .option('--cert-ttl <seconds>', 'workload certificate lifetime', '86400')
+  .option('--log-level <level>', 'log level', process.env.AMBIT_LOG_LEVEL ?? 'info');
+
+async function main(): Promise<void> {
+  const opts = program.parse().opts<{ config: string; caCert: string; caKey: string; nodeTokens: string; listen: string; ip: string[]; certTtl: string; logLevel: string }>();
+  const log = createLogger('control', opts.logLevel);
+  const ca = await CertificateAuthority.load(await readFile(opts.caCert, 'utf8'), await readFile(opts.caKey, 'utf8'));
+  const auth = await TokenFileAuthenticator.load(opts.nodeTokens);
+  const ttl = Number(opts.certTtl);
+  if (!Number.isInteger(ttl) || ttl < 10) throw new Error(`--cert-ttl must be a whole number of seconds ≥ 10, got ${opts.certTtl}`);
+  const server = new ControlServer(ca, auth, log, ttl);
+  const source = new FileSource(opts.config, log);
+  server.setObjects(await source.start());
+  source.on('change', (objects) => server.setObjects(objects));
+  const serving = await ca.issueServing({ dnsNames: [CONTROL_SERVER_NAME], ipAddresses: opts.ip, ttlSeconds: 365 * 24 * 3600 });
+  const creds = grpc.ServerCredentials.createSsl(
+    Buffer.from(ca.rootsPem().join('\n')),
+    [{ cert_chain: Buffer.from([serving.certPem, ...serving.chainPem].join('\n')), private_key: Buffer.from(serving.keyPem) }],
+    false,
+  );
+  const port = await server.listen(opts.listen, creds);
+  log.info({ listen: opts.listen, port }, 'control plane serving');
+  const stop = (): void => {
+    source.stop();
+    void server.close().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`ambit-control: ${err.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,135 @@
+import * as grpc from '@grpc/grpc-js';
+import { controlService, type SignRequest, type SignResponse, type WatchRequest } from '../shared/control/protocol.js';
+import { diffSnapshots, snapshotUpdate } from '../shared/control/delta.js';
+import type { MeshSnapshot, MeshUpdate } from '../shared/model/types.js';
+import { translate } from '../shared/config/translate.js';
+import type { KubeObject } from '../shared/config/objects.js';
+import { Identity } from '../shared/identity/spiffe.js';
+import type { CertificateAuthority } from '../shared/identity/ca.js';
+import type { NodeAuthenticator } from './auth.js';
+import type { Logger } from '../shared/telemetry/log.js';
+
+interface Subscriber {
+  node: string;
+  call: grpc.ServerWritableStream<WatchRequest, MeshUpdate>;
+}
+
+/** Serves the mesh to ztunnels (snapshot, then deltas) and signs their workload certificates. */
+export class ControlServer {
+  private snapshot: MeshSnapshot = { workloads: [], services: [] };
+  private version = 0;
+  private readonly subscribers = new Set<Subscriber>();
+  private server: grpc.Server | null = null;
+
+  constructor(
+    private readonly ca: CertificateAuthority,
+    private readonly auth: NodeAuthenticator,
+    private readonly log: Logger,
+    private readonly certTtlSeconds = 24 * 3600,
+  ) {}
+
+  /** Replaces the desired state; connected ztunnels get only what changed. */
+  setObjects(objects: KubeObject[]): void {
+    let next: MeshSnapshot;
+    try {
+      next = translate(objects);
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'config rejected; keeping the last good config');
+      return;
+    }
+    const update = diffSnapshots(this.snapshot, next, this.version + 1);
+    this.snapshot = next;
+    if (!update) return;
+    this.version = update.version;
+    this.log.info({ version: this.version, workloads: next.workloads.length, services: next.services.length }, 'config changed');
+    for (const s of this.subscribers) s.call.write(update);
+  }
+
+  current(): { version: number; snapshot: MeshSnapshot } {
+    return { version: this.version, snapshot: this.snapshot };
+  }
+
+  /** Starts serving on host:port with TLS (certificate issued by the mesh CA). Returns the bound port. */
+  async listen(address: string, creds: grpc.ServerCredentials): Promise<number> {
+    const server = new grpc.Server({ 'grpc.max_receive_message_length': 1024 * 1024 });
+    server.addService(controlService, {
+      watch: (call: grpc.ServerWritableStream<WatchRequest, MeshUpdate>) => void this.watch(call),
+      sign: (call: grpc.ServerUnaryCall<SignRequest, SignResponse>, cb: grpc.sendUnaryData<SignResponse>) => void this.sign(call, cb),
+    });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(address, creds, (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    this.server = server;
+    return port;
+  }
+
+  private async watch(call: grpc.ServerWritableStream<WatchRequest, MeshUpdate>): Promise<void> {
+    let node: string;
+    try {
+      node = await this.auth.authenticate(call.metadata);
+    } catch (err) {
+      call.destroy(Object.assign(new Error((err as Error).message), { code: grpc.status.UNAUTHENTICATED }));
+      return;
+    }
+    if (call.request.node !== node) {
+      call.destroy(Object.assign(new Error(`token is for node ${node}, not ${call.request.node}`), { code: grpc.status.PERMISSION_DENIED }));
+      return;
+    }
+    const sub: Subscriber = { node, call };
+    this.subscribers.add(sub);
+    this.log.info({ node, peer: call.getPeer() }, 'ztunnel connected');
+    call.write(snapshotUpdate(this.snapshot, this.version));
+    const done = (): void => {
+      if (this.subscribers.delete(sub)) this.log.info({ node }, 'ztunnel disconnected');
+    };
+    call.on('cancelled', done);
+    call.on('close', done);
+    call.on('error', done);
+  }
+
+  private async sign(call: grpc.ServerUnaryCall<SignRequest, SignResponse>, cb: grpc.sendUnaryData<SignResponse>): Promise<void> {
+    const fail = (code: grpc.status, message: string): void => {
+      this.log.warn({ identity: call.request.identity, peer: call.getPeer(), reason: message }, 'certificate request refused');
+      cb({ code, details: message });
+    };
+    let node: string;
+    try {
+      node = await this.auth.authenticate(call.metadata);
+    } catch (err) {
+      return fail(grpc.status.UNAUTHENTICATED, (err as Error).message);
+    }
+    let id: Identity;
+    try {
+      id = Identity.parse(call.request.identity);
+    } catch (err) {
+      return fail(grpc.status.INVALID_ARGUMENT, (err as Error).message);
+    }
+    if (id.trustDomain !== this.ca.trustDomain) return fail(grpc.status.PERMISSION_DENIED, `identity ${id} is not in trust domain ${this.ca.trustDomain}`);
+    const entitled = this.snapshot.workloads.some((w) => w.node === node && w.namespace === id.namespace && w.serviceAccount === id.serviceAccount);
+    if (!entitled) return fail(grpc.status.PERMISSION_DENIED, `no pod with service account ${id.namespace}/${id.serviceAccount} runs on node ${node}`);
+    try {
+      const issued = await this.ca.signCsr(call.request.csrPem, id, { ttlSeconds: this.certTtlSeconds });
+      this.log.info({ identity: id.toString(), node, serial: issued.serial, notAfter: issued.notAfter.toISOString() }, 'certificate issued');
+      cb(null, { certPem: issued.certPem, chainPem: issued.chainPem, rootsPem: issued.rootsPem });
+    } catch (err) {
+      fail(grpc.status.INVALID_ARGUMENT, (err as Error).message);
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.subscribers) s.call.end();
+    this.subscribers.clear();
+    const server = this.server;
+    if (!server) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        server.forceShutdown();
+        resolve();
+      }, 2000);
+      server.tryShutdown(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+}

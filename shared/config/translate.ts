@@ -1,0 +1,126 @@
+import { ConfigError, type KubeObject } from './objects.js';
+import type { MeshSnapshot, Service, ServicePort, Workload } from '../model/types.js';
+
+export const DATAPLANE_MODE_LABEL = 'istio.io/dataplane-mode';
+
+/** Pod fields the mesh reads, checked. */
+export interface PodInfo {
+  name: string;
+  namespace: string;
+  uid: string;
+  serviceAccount: string;
+  nodeName: string | null;
+  hostNetwork: boolean;
+  labels: Record<string, string>;
+  ip: string | null;
+  phase: string | null;
+}
+
+function num(v: unknown): number | null {
+  return typeof v === 'number' && Number.isInteger(v) ? v : null;
+}
+
+function where(o: KubeObject): string {
+  return `${o.source ?? '<input>'}: ${o.kind} "${o.metadata.namespace ?? 'default'}/${o.metadata.name}"`;
+}
+
+/** Reads a Pod object; throws ConfigError naming it when a field has the wrong type. */
+export function podInfo(o: KubeObject): PodInfo {
+  const spec = (o.spec ?? {}) as Record<string, unknown>;
+  const status = (o.status ?? {}) as Record<string, unknown>;
+  const sa = spec.serviceAccountName ?? spec.serviceAccount;
+  if (sa !== undefined && typeof sa !== 'string') throw new ConfigError(`${where(o)}: spec.serviceAccountName must be a string`);
+  if (spec.nodeName !== undefined && typeof spec.nodeName !== 'string') throw new ConfigError(`${where(o)}: spec.nodeName must be a string`);
+  if (spec.hostNetwork !== undefined && typeof spec.hostNetwork !== 'boolean') throw new ConfigError(`${where(o)}: spec.hostNetwork must be true or false`);
+  const ns = o.metadata.namespace ?? 'default';
+  return {
+    name: o.metadata.name,
+    namespace: ns,
+    uid: o.metadata.uid ?? `${ns}/${o.metadata.name}`,
+    serviceAccount: typeof sa === 'string' && sa !== '' ? sa : 'default',
+    nodeName: typeof spec.nodeName === 'string' ? spec.nodeName : null,
+    hostNetwork: spec.hostNetwork === true,
+    labels: o.metadata.labels ?? {},
+    ip: typeof status.podIP === 'string' ? status.podIP : null,
+    phase: typeof status.phase === 'string' ? status.phase : null,
+  };
+}
+
+/** Reads a Service's ports and selector; throws ConfigError naming the object and field. */
+export function serviceSpec(o: KubeObject): { clusterIP: string | null; selector: Record<string, string> | null; ports: ServicePort[] } {
+  const spec = (o.spec ?? {}) as Record<string, unknown>;
+  const rawPorts = spec.ports;
+  if (!Array.isArray(rawPorts) || rawPorts.length === 0) throw new ConfigError(`${where(o)}: spec.ports must list at least one port`);
+  const ports: ServicePort[] = rawPorts.map((p: unknown, i: number) => {
+    const pp = (p ?? {}) as Record<string, unknown>;
+    const port = num(pp.port);
+    if (port === null || port < 1 || port > 65535) throw new ConfigError(`${where(o)}: spec.ports[${i}].port must be a number from 1 to 65535`);
+    const tp = pp.targetPort === undefined ? port : num(pp.targetPort);
+    if (tp === null || tp < 1 || tp > 65535) throw new ConfigError(`${where(o)}: spec.ports[${i}].targetPort must be a number from 1 to 65535 (named ports are not supported)`);
+    if (pp.protocol !== undefined && pp.protocol !== 'TCP') throw new ConfigError(`${where(o)}: spec.ports[${i}].protocol ${String(pp.protocol)} is not supported (TCP only)`);
+    return { ...(typeof pp.name === 'string' ? { name: pp.name } : {}), port, targetPort: tp };
+  });
+  const sel = spec.selector;
+  if (sel !== undefined && (typeof sel !== 'object' || sel === null || Array.isArray(sel) || Object.values(sel).some((v) => typeof v !== 'string'))) {
+    throw new ConfigError(`${where(o)}: spec.selector must be a map of strings`);
+  }
+  const cip = spec.clusterIP;
+  if (cip !== undefined && typeof cip !== 'string') throw new ConfigError(`${where(o)}: spec.clusterIP must be a string`);
+  return { clusterIP: typeof cip === 'string' && cip !== 'None' && cip !== '' ? cip : null, selector: (sel as Record<string, string> | undefined) ?? null, ports };
+}
+
+/** Whether a pod is enrolled in the mesh, by its own label, then its namespace's. */
+export function isAmbient(pod: PodInfo, namespaceLabels: Record<string, string> | undefined): boolean {
+  if (pod.hostNetwork) return false;
+  const own = pod.labels[DATAPLANE_MODE_LABEL];
+  if (own === 'none') return false;
+  if (own === 'ambient') return true;
+  return namespaceLabels?.[DATAPLANE_MODE_LABEL] === 'ambient';
+}
+
+function matches(selector: Record<string, string>, labels: Record<string, string>): boolean {
+  for (const [k, v] of Object.entries(selector)) if (labels[k] !== v) return false;
+  return true;
+}
+
+/** Turns Kubernetes objects into the mesh model every ztunnel receives. */
+export function translate(objects: KubeObject[]): MeshSnapshot {
+  const nsLabels = new Map<string, Record<string, string>>();
+  for (const o of objects) if (o.kind === 'Namespace') nsLabels.set(o.metadata.name, o.metadata.labels ?? {});
+  const workloads: Workload[] = [];
+  for (const o of objects) {
+    if (o.kind !== 'Pod') continue;
+    const p = podInfo(o);
+    if (!p.ip || !p.nodeName || p.hostNetwork) continue;
+    workloads.push({
+      uid: p.uid,
+      name: p.name,
+      namespace: p.namespace,
+      serviceAccount: p.serviceAccount,
+      node: p.nodeName,
+      ip: p.ip,
+      labels: p.labels,
+      protocol: isAmbient(p, nsLabels.get(p.namespace)) ? 'HBONE' : 'TCP',
+      ready: p.phase === 'Running',
+    });
+  }
+  const services: Service[] = [];
+  for (const o of objects) {
+    if (o.kind !== 'Service') continue;
+    const s = serviceSpec(o);
+    const ns = o.metadata.namespace ?? 'default';
+    const endpoints = s.selector
+      ? workloads.filter((w) => w.namespace === ns && matches(s.selector!, w.labels)).map((w) => w.uid)
+      : [];
+    services.push({
+      key: `${ns}/${o.metadata.name}`,
+      name: o.metadata.name,
+      namespace: ns,
+      hostname: `${o.metadata.name}.${ns}.svc.cluster.local`,
+      vip: s.clusterIP,
+      ports: s.ports,
+      endpoints,
+    });
+  }
+  return { workloads, services };
+}

@@ -1,0 +1,61 @@
+import type { Socket } from 'node:net';
+import { constants as h2c, type Http2Stream } from 'node:http2';
+
+/** Why a bridged connection ended, and how much it carried. */
+export interface BridgeResult {
+  /** bytes read from the plain socket (sent into the tunnel) */
+  bytesFromSocket: number;
+  /** bytes written to the plain socket (received from the tunnel) */
+  bytesToSocket: number;
+  /** 'reset' when either side reset, else 'closed' */
+  outcome: 'closed' | 'reset';
+}
+
+function isReset(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ECONNRESET' || code === 'EPIPE' || code === 'ERR_HTTP2_STREAM_ERROR';
+}
+
+/**
+ * Joins a plain TCP socket and an HBONE stream in both directions. Half-close travels
+ * as END_STREAM / FIN; a reset on one side becomes a reset on the other. Bytes are
+ * read from the socket's own counters at the end, so the hot path adds nothing per chunk.
+ */
+export function bridge(socket: Socket, stream: Http2Stream): Promise<BridgeResult> {
+  return new Promise((resolve) => {
+    let outcome: BridgeResult['outcome'] = 'closed';
+    let finished = 0;
+    const finish = (): void => {
+      if (++finished < 2) return;
+      resolve({ bytesFromSocket: socket.bytesRead, bytesToSocket: socket.bytesWritten, outcome });
+    };
+    socket.setNoDelay(true);
+    socket.pipe(stream);
+    stream.pipe(socket);
+    socket.on('error', (err) => {
+      outcome = 'reset';
+      if (!stream.destroyed) stream.close(isReset(err) ? h2c.NGHTTP2_CONNECT_ERROR : h2c.NGHTTP2_INTERNAL_ERROR);
+    });
+    stream.on('error', () => {
+      outcome = 'reset';
+    });
+    stream.on('close', () => {
+      // A stream closed by RST_STREAM (or a dead session) before both ends finished: reset the socket too.
+      if (stream.rstCode !== h2c.NGHTTP2_NO_ERROR || !stream.writableFinished) {
+        if (stream.rstCode !== h2c.NGHTTP2_NO_ERROR) outcome = 'reset';
+        if (!socket.destroyed) {
+          if (outcome === 'reset') socket.resetAndDestroy();
+          else socket.destroy();
+        }
+      }
+      finish();
+    });
+    socket.on('close', () => {
+      if (!stream.destroyed && !stream.closed) {
+        if (outcome === 'reset') stream.close(h2c.NGHTTP2_CONNECT_ERROR);
+        else if (!stream.writableEnded) stream.end();
+      }
+      finish();
+    });
+  });
+}

@@ -1,0 +1,206 @@
+import http2, { constants as h2c, type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders } from 'node:http2';
+import tls from 'node:tls';
+import type { Socket } from 'node:net';
+import { MeshError } from '../errors.js';
+import { formatAddress, type SocketAddress } from '../model/types.js';
+import { CLIENT_MAX_STREAMS, CONNECTION_WINDOW, MAX_SESSION_MEMORY_MB, PING_INTERVAL_MS, PING_TIMEOUT_MS, POOL_IDLE_MS, hboneSettings } from './settings.js';
+import { expectIdentity, tlsOptions, type TlsMaterial } from './tls.js';
+
+/** Opens a connected TCP socket to the target (ztunnel makes it inside the source pod's netns, marked). */
+export type Dialer = (target: SocketAddress) => Promise<Socket>;
+
+/** Everything needed to open one tunnelled stream. */
+export interface TunnelRequest {
+  /** the identity presented as client (the source workload's) */
+  source: string;
+  /** identities the server may present (the destination workload's, or its waypoint's) */
+  expected: string[];
+  /** HBONE endpoint: destination IP and 15008 */
+  target: SocketAddress;
+  /** `:authority` of the CONNECT */
+  authority: string;
+  headers?: OutgoingHttpHeaders;
+  dial: Dialer;
+  material: () => Promise<TlsMaterial>;
+}
+
+interface PooledSession {
+  session: ClientHttp2Session;
+  active: number;
+  idle: NodeJS.Timeout | null;
+}
+
+interface PoolEntry {
+  sessions: PooledSession[];
+  /** a connection being opened, and how many streams already wait on it */
+  opening: { promise: Promise<PooledSession>; waiting: number } | null;
+}
+
+const CONNECT_TIMEOUT_MS = 10_000;
+
+/**
+ * HBONE connections keyed by (source identity, destination identity, destination address).
+ * A stream goes on an open connection with room (< 100 streams); one burst opens one
+ * connection at a time; idle connections are released after 5 minutes.
+ */
+export class ConnectionPool {
+  private readonly entries = new Map<string, PoolEntry>();
+  private closed = false;
+
+  /** Opens a CONNECT stream and resolves once the far side answered 200. */
+  async open(req: TunnelRequest): Promise<ClientHttp2Stream> {
+    const pooled = await this.acquire(req);
+    pooled.active++;
+    if (pooled.idle) {
+      clearTimeout(pooled.idle);
+      pooled.idle = null;
+    }
+    let stream: ClientHttp2Stream;
+    try {
+      stream = pooled.session.request({ ':method': 'CONNECT', ':authority': req.authority, ...req.headers }, { endStream: false });
+    } catch (err) {
+      this.release(pooled);
+      throw new MeshError('CONNECT', `tunnel request failed: ${(err as Error).message}`);
+    }
+    stream.once('close', () => this.release(pooled));
+    return new Promise<ClientHttp2Stream>((resolve, reject) => {
+      const onError = (err: Error): void => reject(new MeshError('CONNECT', `tunnel to ${formatAddress(req.target)} failed: ${err.message}`));
+      stream.once('error', onError);
+      stream.once('close', () => reject(new MeshError('UPSTREAM_RESET', `tunnel to ${formatAddress(req.target)} closed before answering`)));
+      stream.once('response', (headers) => {
+        stream.off('error', onError);
+        stream.on('error', () => undefined);
+        const status = Number(headers[':status']);
+        if (status === 200) {
+          resolve(stream);
+          return;
+        }
+        stream.close(h2c.NGHTTP2_CANCEL);
+        const flag = status === 401 ? 'DENY' : status === 400 ? 'BAD_REQUEST' : 'CONNECT';
+        reject(new MeshError(flag, `destination answered ${status}`));
+      });
+    });
+  }
+
+  private key(req: TunnelRequest): string {
+    return `${req.source}|${req.expected.join(',')}|${formatAddress(req.target)}`;
+  }
+
+  private async acquire(req: TunnelRequest): Promise<PooledSession> {
+    if (this.closed) throw new MeshError('CONNECT', 'connection pool is closed');
+    const key = this.key(req);
+    let entry = this.entries.get(key);
+    if (!entry) {
+      entry = { sessions: [], opening: null };
+      this.entries.set(key, entry);
+    }
+    for (const s of entry.sessions) {
+      if (s.active < CLIENT_MAX_STREAMS && !s.session.closed && !s.session.destroyed) return s;
+    }
+    // Join a connection being opened while it still has room, so a burst opens one connection.
+    if (entry.opening && entry.opening.waiting < CLIENT_MAX_STREAMS) {
+      entry.opening.waiting++;
+      return entry.opening.promise;
+    }
+    const opening = { promise: this.connect(req, key, entry), waiting: 1 };
+    entry.opening = opening;
+    try {
+      return await opening.promise;
+    } finally {
+      if (entry.opening === opening) entry.opening = null;
+    }
+  }
+
+  private async connect(req: TunnelRequest, key: string, entry: PoolEntry): Promise<PooledSession> {
+    const material = await req.material();
+    let raw: Socket;
+    try {
+      raw = await req.dial(req.target);
+    } catch (err) {
+      throw new MeshError('CONNECT', `cannot reach ${formatAddress(req.target)}: ${(err as Error).message}`);
+    }
+    raw.setNoDelay(true);
+    const secure = await new Promise<tls.TLSSocket>((resolve, reject) => {
+      const s = tls.connect({ socket: raw, ...tlsOptions(material), checkServerIdentity: expectIdentity(req.expected), servername: undefined });
+      const timer = setTimeout(() => {
+        s.destroy();
+        reject(new MeshError('TIMEOUT', `TLS handshake with ${formatAddress(req.target)} timed out`));
+      }, CONNECT_TIMEOUT_MS);
+      s.once('secureConnect', () => {
+        clearTimeout(timer);
+        if (s.alpnProtocol !== 'h2') {
+          s.destroy();
+          reject(new MeshError('TLS_FAILURE', `${formatAddress(req.target)} did not negotiate h2`));
+          return;
+        }
+        resolve(s);
+      });
+      s.once('error', (err) => {
+        clearTimeout(timer);
+        raw.destroy();
+        reject(new MeshError('TLS_FAILURE', `TLS with ${formatAddress(req.target)}: ${err.message}`));
+      });
+    });
+    const session = http2.connect(`https://${formatAddress(req.target)}`, {
+      createConnection: () => secure,
+      settings: hboneSettings,
+      maxSessionMemory: MAX_SESSION_MEMORY_MB,
+      peerMaxConcurrentStreams: CLIENT_MAX_STREAMS,
+    });
+    session.on('error', () => undefined);
+    await new Promise<void>((resolve, reject) => {
+      session.once('connect', () => resolve());
+      session.once('error', (err) => reject(new MeshError('CONNECT', `HTTP/2 with ${formatAddress(req.target)}: ${err.message}`)));
+    });
+    session.setLocalWindowSize(CONNECTION_WINDOW);
+    const pooled: PooledSession = { session, active: 0, idle: null };
+    entry.sessions.push(pooled);
+    this.keepAlive(session);
+    const drop = (): void => {
+      const i = entry.sessions.indexOf(pooled);
+      if (i >= 0) entry.sessions.splice(i, 1);
+      if (pooled.idle) clearTimeout(pooled.idle);
+      if (entry.sessions.length === 0 && !entry.opening && this.entries.get(key) === entry) this.entries.delete(key);
+    };
+    session.once('close', drop);
+    session.once('goaway', drop);
+    return pooled;
+  }
+
+  private keepAlive(session: ClientHttp2Session): void {
+    let outstanding: number | null = null;
+    const timer = setInterval(() => {
+      if (session.destroyed) return;
+      if (outstanding !== null && Date.now() - outstanding > PING_TIMEOUT_MS) {
+        session.destroy(new Error('HBONE peer stopped answering PING'));
+        return;
+      }
+      if (outstanding === null) {
+        outstanding = Date.now();
+        session.ping((err) => {
+          if (!err) outstanding = null;
+        });
+      }
+    }, PING_INTERVAL_MS);
+    timer.unref();
+    session.once('close', () => clearInterval(timer));
+  }
+
+  private release(pooled: PooledSession): void {
+    pooled.active--;
+    if (pooled.active > 0 || pooled.session.destroyed) return;
+    pooled.idle = setTimeout(() => pooled.session.close(), POOL_IDLE_MS);
+    pooled.idle.unref();
+  }
+
+  /** Connections open now, for the admin view. */
+  stats(): { key: string; connections: number; streams: number }[] {
+    return [...this.entries].map(([key, e]) => ({ key, connections: e.sessions.length, streams: e.sessions.reduce((n, s) => n + s.active, 0) }));
+  }
+
+  /** Closes every pooled connection gracefully (GOAWAY; open streams finish). */
+  close(): void {
+    this.closed = true;
+    for (const e of this.entries.values()) for (const s of e.sessions) s.session.close();
+  }
+}

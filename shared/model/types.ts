@@ -1,0 +1,74 @@
+/** The mesh as ztunnels and waypoints see it: plain data, sent over the control protocol. */
+
+/** How a workload is reached: HBONE when its node's ztunnel captures it, plain TCP otherwise. */
+export type WorkloadProtocol = 'HBONE' | 'TCP';
+
+export interface Workload {
+  /** Stable key: the pod's uid (local mode: namespace/name). */
+  uid: string;
+  name: string;
+  namespace: string;
+  serviceAccount: string;
+  node: string;
+  ip: string;
+  labels: Record<string, string>;
+  protocol: WorkloadProtocol;
+  /** Ready to receive traffic (pod Running with an IP). */
+  ready: boolean;
+}
+
+export interface ServicePort {
+  name?: string;
+  port: number;
+  /** Number, or a named container port resolved per workload (named ports need container specs; numbers only for now). */
+  targetPort: number;
+}
+
+export interface Service {
+  /** namespace/name */
+  key: string;
+  name: string;
+  namespace: string;
+  hostname: string;
+  vip: string | null;
+  ports: ServicePort[];
+  /** uids of the workloads that back this service (selected and ready) */
+  endpoints: string[];
+}
+
+export interface MeshSnapshot {
+  workloads: Workload[];
+  services: Service[];
+}
+
+/** A change to the mesh: full replacement (snapshot) or upserts and removals (delta). */
+export interface MeshUpdate {
+  type: 'snapshot' | 'delta';
+  version: number;
+  workloads: Workload[];
+  services: Service[];
+  removedWorkloads: string[];
+  removedServices: string[];
+}
+
+/** A TCP destination as seen by ztunnel. */
+export interface SocketAddress {
+  ip: string;
+  port: number;
+}
+
+/** "ip:port", with brackets for IPv6. */
+export function formatAddress(a: SocketAddress): string {
+  return a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`;
+}
+
+/** Parses "ip:port" or "[v6]:port"; null when it is not exactly that. */
+export function parseAddress(text: string): SocketAddress | null {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3})):(\d{1,5})$/.exec(text);
+  if (!m) return null;
+  const ip = m[1] ?? m[2]!;
+  const port = Number(m[3]);
+  if (port < 1 || port > 65535) return null;
+  if (m[2] && ip.split('.').some((o) => Number(o) > 255)) return null;
+  return { ip, port };
+}

@@ -1,0 +1,121 @@
+import { EventEmitter } from 'node:events';
+import { generateKeyAndCsr, describeCertificate } from '../shared/identity/csr.js';
+import type { TlsMaterial } from '../shared/hbone/tls.js';
+import type { Logger } from '../shared/telemetry/log.js';
+import { Identity } from '../shared/identity/spiffe.js';
+
+/** Signs a CSR for an identity (the control plane's CA). */
+export type Signer = (identity: string, csrPem: string) => Promise<{ certPem: string; chainPem: string[]; rootsPem: string[] }>;
+
+export interface CertificateInfo {
+  identity: string;
+  serial: string;
+  notBefore: Date;
+  notAfter: Date;
+  state: 'available' | 'pending' | 'failed';
+  error?: string;
+}
+
+interface Entry {
+  material: TlsMaterial | null;
+  info: CertificateInfo;
+  pending: Promise<TlsMaterial> | null;
+  renew: NodeJS.Timeout | null;
+  users: number;
+}
+
+const RETRY_MIN_MS = 500;
+const RETRY_MAX_MS = 30_000;
+
+/**
+ * Workload certificates this ztunnel holds, one per identity of its local pods. The key
+ * never leaves ztunnel; certificates are renewed at half life, and holders are told so they
+ * swap contexts for new connections while open ones keep going.
+ */
+export class CertificateStore extends EventEmitter<{ renewed: [string, TlsMaterial] }> {
+  private readonly entries = new Map<string, Entry>();
+
+  constructor(private readonly sign: Signer, private readonly log: Logger) {
+    super();
+  }
+
+  /** The material for an identity, fetching it on first use. */
+  get(identity: string): Promise<TlsMaterial> {
+    const e = this.entry(identity);
+    if (e.material && e.info.notAfter.getTime() > Date.now()) return Promise.resolve(e.material);
+    return e.pending ?? this.fetch(identity, e);
+  }
+
+  /** Keeps an identity's certificate warm while a local pod uses it. */
+  retain(identity: string): void {
+    this.entry(identity).users++;
+  }
+
+  /** Drops an identity once no local pod uses it any more. */
+  release(identity: string): void {
+    const e = this.entries.get(identity);
+    if (!e) return;
+    if (--e.users > 0) return;
+    if (e.renew) clearTimeout(e.renew);
+    this.entries.delete(identity);
+  }
+
+  private entry(identity: string): Entry {
+    let e = this.entries.get(identity);
+    if (!e) {
+      e = { material: null, info: { identity, serial: '', notBefore: new Date(0), notAfter: new Date(0), state: 'pending' }, pending: null, renew: null, users: 0 };
+      this.entries.set(identity, e);
+    }
+    return e;
+  }
+
+  private fetch(identity: string, e: Entry): Promise<TlsMaterial> {
+    const p = (async () => {
+      const { keyPem, csrPem } = await generateKeyAndCsr(Identity.parse(identity));
+      const res = await this.sign(identity, csrPem);
+      const material: TlsMaterial = { keyPem, certChainPem: [res.certPem, ...res.chainPem].join('\n'), rootsPem: res.rootsPem };
+      const d = describeCertificate(res.certPem);
+      e.material = material;
+      e.info = { identity, serial: d.serial, notBefore: d.notBefore, notAfter: d.notAfter, state: 'available' };
+      this.scheduleRenewal(identity, e, d.notBefore, d.notAfter);
+      this.log.info({ identity, serial: d.serial, notAfter: d.notAfter.toISOString() }, 'certificate ready');
+      return material;
+    })();
+    e.pending = p;
+    p.then(
+      () => {
+        e.pending = null;
+      },
+      (err: Error) => {
+        e.pending = null;
+        if (!e.material) e.info = { ...e.info, state: 'failed', error: err.message };
+        this.log.warn({ identity, err: err.message }, 'certificate request failed');
+      },
+    );
+    return p;
+  }
+
+  private scheduleRenewal(identity: string, e: Entry, notBefore: Date, notAfter: Date, attempt = 0): void {
+    if (e.renew) clearTimeout(e.renew);
+    const half = notBefore.getTime() + (notAfter.getTime() - notBefore.getTime()) / 2;
+    const delay = attempt === 0 ? Math.max(0, half - Date.now()) : Math.min(RETRY_MIN_MS * 2 ** attempt, RETRY_MAX_MS);
+    e.renew = setTimeout(() => {
+      if (this.entries.get(identity) !== e) return;
+      this.fetch(identity, e).then(
+        (m) => this.emit('renewed', identity, m),
+        () => this.scheduleRenewal(identity, e, notBefore, notAfter, attempt + 1),
+      );
+    }, delay);
+    e.renew.unref();
+  }
+
+  /** What the admin endpoint shows. */
+  list(): CertificateInfo[] {
+    return [...this.entries.values()].map((e) => e.info);
+  }
+
+  close(): void {
+    for (const e of this.entries.values()) if (e.renew) clearTimeout(e.renew);
+    this.entries.clear();
+  }
+}

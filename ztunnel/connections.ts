@@ -1,0 +1,106 @@
+import type { Logger } from '../shared/telemetry/log.js';
+import type { Service, Workload } from '../shared/model/types.js';
+import { type TcpLabels, type ZtunnelMetrics } from './metrics.js';
+
+/** One side of a proxied connection, as telemetry describes it. */
+export interface Peer {
+  address: string;
+  workload?: Pick<Workload, 'name' | 'namespace' | 'labels'>;
+  identity?: string;
+}
+
+/** A connection ztunnel carries, from accept to close. */
+export interface TrackedConnection {
+  id: number;
+  direction: 'outbound' | 'inbound';
+  src: Peer;
+  dst: Peer;
+  service?: Pick<Service, 'hostname' | 'namespace' | 'name'>;
+  protocol: 'HBONE' | 'TCP';
+  mtls: boolean;
+  started: number;
+}
+
+function canonical(w?: Peer['workload']): string {
+  return w?.labels['service.istio.io/canonical-name'] ?? w?.labels['app.kubernetes.io/name'] ?? w?.labels.app ?? w?.name ?? 'unknown';
+}
+
+/** The Istio TCP metric labels for a connection (pure). */
+export function tcpLabels(c: TrackedConnection, flags: string): TcpLabels {
+  const labels: TcpLabels = {
+    reporter: c.direction === 'outbound' ? 'source' : 'destination',
+    source_workload: c.src.workload?.name ?? 'unknown',
+    source_canonical_service: canonical(c.src.workload),
+    source_workload_namespace: c.src.workload?.namespace ?? 'unknown',
+    source_principal: c.src.identity ?? 'unknown',
+    source_app: c.src.workload?.labels.app ?? 'unknown',
+    destination_service: c.service?.hostname ?? 'unknown',
+    destination_service_namespace: c.service?.namespace ?? 'unknown',
+    destination_service_name: c.service?.name ?? 'unknown',
+    destination_workload: c.dst.workload?.name ?? 'unknown',
+    destination_canonical_service: canonical(c.dst.workload),
+    destination_workload_namespace: c.dst.workload?.namespace ?? 'unknown',
+    destination_principal: c.dst.identity ?? 'unknown',
+    destination_app: c.dst.workload?.labels.app ?? 'unknown',
+    request_protocol: 'tcp',
+    response_flags: flags,
+    connection_security_policy: c.mtls ? 'mutual_tls' : 'unknown',
+  };
+  return labels;
+}
+
+/** Open connections (for the admin view), and metrics plus one access-log line per connection. */
+export class ConnectionTracker {
+  private nextId = 1;
+  readonly open = new Map<number, TrackedConnection>();
+
+  constructor(private readonly metrics: ZtunnelMetrics, private readonly log: Logger) {}
+
+  /** Registers an established connection. */
+  opened(c: Omit<TrackedConnection, 'id' | 'started'>): TrackedConnection {
+    const t: TrackedConnection = { ...c, id: this.nextId++, started: Date.now() };
+    this.open.set(t.id, t);
+    this.metrics.opened.inc(tcpLabels(t, '-'));
+    return t;
+  }
+
+  /** Records the end of an established connection. `received` is what came from the client side. */
+  closed(t: TrackedConnection, received: number, sent: number, outcome: 'closed' | 'reset'): void {
+    this.open.delete(t.id);
+    const flags = outcome === 'reset' ? 'UPSTREAM_RESET' : '-';
+    const labels = tcpLabels(t, '-');
+    this.metrics.closed.inc(labels);
+    if (received) this.metrics.received.inc(labels, received);
+    if (sent) this.metrics.sent.inc(labels, sent);
+    this.log.info(
+      {
+        'src.addr': t.src.address,
+        'src.workload': t.src.workload?.name,
+        'src.namespace': t.src.workload?.namespace,
+        'src.identity': t.src.identity,
+        'dst.addr': t.dst.address,
+        'dst.service': t.service?.hostname,
+        'dst.workload': t.dst.workload?.name,
+        'dst.namespace': t.dst.workload?.namespace,
+        'dst.identity': t.dst.identity,
+        direction: t.direction,
+        protocol: t.protocol,
+        bytes_sent: sent,
+        bytes_recv: received,
+        duration_ms: Date.now() - t.started,
+        flags,
+      },
+      'connection complete',
+    );
+  }
+
+  /** Records a connection that never got established, with its reason flag. */
+  failed(c: Omit<TrackedConnection, 'id' | 'started'>, flag: string, reason: string): void {
+    const t: TrackedConnection = { ...c, id: 0, started: Date.now() };
+    this.metrics.failed.inc(tcpLabels(t, flag));
+    this.log.warn(
+      { 'src.addr': c.src.address, 'src.identity': c.src.identity, 'dst.addr': c.dst.address, 'dst.service': c.service?.hostname, direction: c.direction, flags: flag, error: reason },
+      'connection failed',
+    );
+  }
+}

@@ -1,0 +1,104 @@
+#!/usr/bin/env node
+import http from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { Command } from 'commander';
+import { createLogger } from '../shared/telemetry/log.js';
+import { WorkloadIndex } from '../shared/model/index.js';
+import { ConnectionPool } from '../shared/hbone/pool.js';
+import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/spiffe.js';
+import { ControlLink } from './control-client.js';
+import { CertificateStore } from './certificates.js';
+import { ConnectionTracker } from './connections.js';
+import { ZtunnelMetrics } from './metrics.js';
+import { PodProxies } from './pods.js';
+import { NodeAgentServer } from './inpod.js';
+import { adminServer, metricsServer, readinessServer } from './admin.js';
+import type { ProxyContext } from './context.js';
+
+const program = new Command()
+  .name('ztunnel')
+  .description("ambit's node proxy: carries captured pods' TCP over mTLS HBONE")
+  .requiredOption('--node <name>', 'name of this node')
+  .requiredOption('--control <host:port>', 'control plane address')
+  .requiredOption('--ca-root <file>', 'mesh root certificate(s), PEM, to trust the control plane')
+  .requiredOption('--token-file <file>', "this node's token for the control plane")
+  .requiredOption('--agent-socket <path>', 'unix socket where the node agent hands over pods')
+  .option('--trust-domain <domain>', 'trust domain', DEFAULT_TRUST_DOMAIN)
+  .option('--admin <host:port>', 'admin endpoint (keep it on localhost)', '127.0.0.1:15000')
+  .option('--metrics <host:port>', 'Prometheus metrics', '0.0.0.0:15020')
+  .option('--readiness <host:port>', 'readiness probe', '0.0.0.0:15021')
+  .option('--log-level <level>', 'log level', process.env.AMBIT_LOG_LEVEL ?? 'info');
+
+function hostPort(v: string, flag: string): { host: string; port: number } {
+  const i = v.lastIndexOf(':');
+  const port = Number(v.slice(i + 1));
+  if (i <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`${flag} must be host:port, got "${v}"`);
+  return { host: v.slice(0, i).replace(/^\[|\]$/g, ''), port };
+}
+
+function listen(server: http.Server, v: string, flag: string): Promise<void> {
+  const { host, port } = hostPort(v, flag);
+  return new Promise((resolve, reject) => {
+    server.once('error', (err) => reject(new Error(`${flag} ${v}: ${err.message}`)));
+    server.listen(port, host, () => resolve());
+  });
+}
+
+async function main(): Promise<void> {
+  const o = program.parse().opts<{
+    node: string; control: string; caRoot: string; tokenFile: string; agentSocket: string; trustDomain: string; admin: string; metrics: string; readiness: string; logLevel: string;
+  }>();
+  const log = createLogger('ztunnel', o.logLevel).child({ node: o.node });
+  const roots = await readFile(o.caRoot, 'utf8');
+  const token = (await readFile(o.tokenFile, 'utf8')).trim();
+  const link = new ControlLink(o.control, roots, o.node, token, log);
+  const metrics = new ZtunnelMetrics();
+  const ctx: ProxyContext = {
+    index: new WorkloadIndex(),
+    pool: new ConnectionPool(),
+    certs: new CertificateStore((id, csr) => link.sign(id, csr), log),
+    tracker: new ConnectionTracker(metrics, log.child({ access: true })),
+    metrics,
+    log,
+    trustDomain: o.trustDomain,
+    cursors: new Map(),
+  };
+  let configured = false;
+  link.on('update', (u) => {
+    ctx.index.apply(u);
+    if (!configured) log.info({ version: u.version, workloads: u.workloads.length }, 'configuration received');
+    configured = true;
+  });
+  link.start();
+  const pods = new PodProxies(ctx);
+  const sources = { ctx, pods, node: o.node, ready: () => configured, log };
+  const servers = [adminServer(sources), metricsServer(sources), readinessServer(sources)];
+  await listen(servers[0]!, o.admin, '--admin');
+  await listen(servers[1]!, o.metrics, '--metrics');
+  await listen(servers[2]!, o.readiness, '--readiness');
+  const agent = new NodeAgentServer(o.agentSocket, pods, log);
+  await agent.start();
+  log.info({ admin: o.admin, metrics: o.metrics, agentSocket: o.agentSocket }, 'ztunnel started');
+
+  let stopping = false;
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info('draining');
+    agent.close();
+    link.stop();
+    ctx.pool.close();
+    void pods.close().then(() => {
+      for (const s of servers) s.close();
+      ctx.certs.close();
+      setTimeout(() => process.exit(0), 200).unref();
+    });
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`ztunnel: ${err.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,112 @@
+import type { Socket } from 'node:net';
+import { originalDst, socketFd } from '../shared/native/index.js';
+import { asMeshError, MeshError } from '../shared/errors.js';
+import { bridge } from '../shared/hbone/bridge.js';
+import { joinSockets } from '../shared/hbone/join.js';
+import { HBONE_PORT } from '../shared/hbone/settings.js';
+import { pickEndpoint, readyEndpoints } from '../shared/model/endpoints.js';
+import { formatAddress, type Service, type SocketAddress, type Workload } from '../shared/model/types.js';
+import { Identity } from '../shared/identity/spiffe.js';
+import type { Peer } from './connections.js';
+import { ZTUNNEL_PORTS, type LocalPodInfo, type ProxyContext } from './context.js';
+
+/** Where an outbound connection goes, decided from the model (pure). */
+export type OutboundPlan =
+  | { kind: 'hbone'; workload: Workload; target: SocketAddress; service?: Service; identity: string }
+  | { kind: 'plain'; workload?: Workload; target: SocketAddress; service?: Service }
+  | { kind: 'refuse'; error: MeshError; service?: Service };
+
+/** Chooses the path for a captured connection to `dst` (service VIP, pod IP or outside the mesh). */
+export function planOutbound(ctx: Pick<ProxyContext, 'index' | 'cursors' | 'trustDomain'>, dst: SocketAddress): OutboundPlan {
+  const d = ctx.index.resolve(dst.ip, dst.port);
+  let workload: Workload;
+  let port: number;
+  let service: Service | undefined;
+  if (d.kind === 'service') {
+    service = d.service;
+    const eps = readyEndpoints(d.service, d.port, (uid) => ctx.index.workload(uid));
+    const cursor = ctx.cursors.get(d.service.key) ?? 0;
+    ctx.cursors.set(d.service.key, cursor + 1);
+    const ep = pickEndpoint(eps, cursor);
+    if (!ep) return { kind: 'refuse', error: new MeshError('NO_ROUTE', `service ${d.service.hostname}:${dst.port} has no ready endpoints`), service };
+    workload = ep.workload;
+    port = ep.port;
+  } else if (d.kind === 'workload') {
+    workload = d.workload;
+    port = dst.port;
+  } else {
+    // Outside the mesh (or not known yet): passthrough, as Istio does.
+    return { kind: 'plain', target: dst };
+  }
+  const target = { ip: workload.ip, port };
+  if (workload.protocol !== 'HBONE') return { kind: 'plain', workload, target, ...(service ? { service } : {}) };
+  if (ZTUNNEL_PORTS.has(port)) return { kind: 'refuse', error: new MeshError('LOOP', `${formatAddress(target)} is a ztunnel port`), ...(service ? { service } : {}) };
+  const identity = new Identity(ctx.trustDomain, workload.namespace, workload.serviceAccount).toString();
+  return { kind: 'hbone', workload, target, identity, ...(service ? { service } : {}) };
+}
+
+/** Serves one connection captured on the pod's outbound port (15001). */
+export async function handleOutbound(ctx: ProxyContext, pod: LocalPodInfo, client: Socket): Promise<void> {
+  client.pause();
+  client.on('error', () => undefined);
+  let dst: SocketAddress;
+  try {
+    dst = originalDst(socketFd(client));
+  } catch (err) {
+    ctx.log.warn({ err: (err as Error).message }, 'outbound connection without original destination');
+    client.resetAndDestroy();
+    return;
+  }
+  const self = ctx.index.workload(pod.uid);
+  const src: Peer = { address: `${client.remoteAddress}:${client.remotePort}`, identity: pod.identity, workload: self ?? { name: pod.name, namespace: pod.namespace, labels: {} } };
+  const plan = planOutbound(ctx, dst);
+  const service = plan.service ? { service: plan.service } : {};
+  const dstPeer: Peer =
+    plan.kind === 'refuse'
+      ? { address: formatAddress(dst) }
+      : { address: formatAddress(plan.target), ...(plan.workload ? { workload: plan.workload } : {}), ...(plan.kind === 'hbone' ? { identity: plan.identity } : {}) };
+  const base = { direction: 'outbound' as const, src, dst: dstPeer, ...service };
+
+  if (plan.kind === 'refuse') {
+    ctx.tracker.failed({ ...base, protocol: 'TCP', mtls: false }, plan.error.flag, plan.error.message);
+    client.resetAndDestroy();
+    return;
+  }
+  if (plan.kind === 'plain') {
+    let upstream: Socket;
+    try {
+      upstream = await pod.net.connect(plan.target);
+    } catch (err) {
+      ctx.tracker.failed({ ...base, protocol: 'TCP', mtls: false }, 'CONNECT', (err as Error).message);
+      client.resetAndDestroy();
+      return;
+    }
+    const t = ctx.tracker.opened({ ...base, protocol: 'TCP', mtls: false });
+    const outcome = await joinSockets(client, upstream);
+    ctx.tracker.closed(t, client.bytesRead, client.bytesWritten, outcome);
+    return;
+  }
+  const headers: Record<string, string> = { forwarded: `for="${formatAddress({ ip: pod.ip, port: client.remotePort ?? 0 })}"` };
+  if (plan.service) headers.forwarded += `;host=${plan.service.hostname}`;
+  headers.baggage = `k8s.namespace.name=${pod.namespace},k8s.pod.name=${pod.name}`;
+  let stream;
+  try {
+    stream = await ctx.pool.open({
+      source: pod.identity,
+      expected: [plan.identity],
+      target: { ip: plan.target.ip, port: HBONE_PORT },
+      authority: formatAddress(plan.target),
+      headers,
+      dial: (t) => pod.net.connect(t),
+      material: () => ctx.certs.get(pod.identity),
+    });
+  } catch (err) {
+    const e = asMeshError(err, 'CONNECT');
+    ctx.tracker.failed({ ...base, protocol: 'HBONE', mtls: true }, e.flag, e.message);
+    client.resetAndDestroy();
+    return;
+  }
+  const t = ctx.tracker.opened({ ...base, protocol: 'HBONE', mtls: true });
+  const r = await bridge(client, stream);
+  ctx.tracker.closed(t, r.bytesFromSocket, r.bytesToSocket, r.outcome);
+}

@@ -1,0 +1,117 @@
+import net from 'node:net';
+import { HboneServer } from '../shared/hbone/server.js';
+import { Identity } from '../shared/identity/spiffe.js';
+import { PORTS } from '../shared/redirect/rules.js';
+import type { PodAdd } from '../shared/nodeagent/protocol.js';
+import { PodNetwork } from './pod-network.js';
+import { handleOutbound } from './outbound.js';
+import { handleInboundHbone, handleInboundPlain } from './inbound.js';
+import type { LocalPodInfo, ProxyContext } from './context.js';
+
+interface LocalPod {
+  info: LocalPodInfo;
+  outbound: net.Server;
+  inboundPlain: net.Server;
+  hbone: HboneServer;
+}
+
+/** The pods this ztunnel captures, each with its three listeners inside the pod's netns. */
+export class PodProxies {
+  private readonly pods = new Map<string, LocalPod>();
+  private readonly adding = new Map<string, Promise<void>>();
+
+  constructor(private readonly ctx: ProxyContext) {
+    ctx.certs.on('renewed', (identity, material) => {
+      for (const p of this.pods.values()) if (p.info.identity === identity) p.hbone.setMaterial(material);
+    });
+  }
+
+  /** Starts serving a pod (idempotent for the same uid and netns). Resolves once its listeners are up. */
+  add(msg: PodAdd): Promise<void> {
+    const existing = this.pods.get(msg.uid);
+    if (existing && existing.info.net.netnsPath === msg.netns && existing.info.ip === msg.ip) return Promise.resolve();
+    const pending = this.adding.get(msg.uid);
+    if (pending) return pending;
+    const p = (async () => {
+      if (existing) await this.remove(msg.uid);
+      await this.start(msg);
+    })().finally(() => this.adding.delete(msg.uid));
+    this.adding.set(msg.uid, p);
+    return p;
+  }
+
+  private async start(msg: PodAdd): Promise<void> {
+    const { ctx } = this;
+    const identity = new Identity(ctx.trustDomain, msg.namespace, msg.serviceAccount).toString();
+    ctx.certs.retain(identity);
+    let podNet: PodNetwork | null = null;
+    const servers: { close(): unknown }[] = [];
+    try {
+      const material = await ctx.certs.get(identity);
+      podNet = PodNetwork.open(msg.netns);
+      const info: LocalPodInfo = { uid: msg.uid, name: msg.name, namespace: msg.namespace, serviceAccount: msg.serviceAccount, ip: msg.ip, identity, net: podNet };
+      const hbone = new HboneServer(material, ctx.trustDomain, {
+        connect: (req) => void handleInboundHbone(ctx, info, req),
+        rejected: (flag, reason, peer) => {
+          ctx.metrics.rejected.inc({ reason: flag, listener: 'hbone' });
+          ctx.log.warn({ pod: `${msg.namespace}/${msg.name}`, 'src.addr': peer, flags: flag, error: reason }, 'inbound HBONE refused');
+        },
+      });
+      servers.push(hbone);
+      await hbone.listenFd(podNet.listenFd(PORTS.inboundHbone));
+      const outbound = await this.serve(podNet.listenFd(PORTS.outbound), (s) => void handleOutbound(ctx, info, s));
+      servers.push(outbound);
+      const inboundPlain = await this.serve(podNet.listenFd(PORTS.inboundPlaintext), (s) => void handleInboundPlain(ctx, info, s));
+      servers.push(inboundPlain);
+      this.pods.set(msg.uid, { info, outbound, inboundPlain, hbone });
+      ctx.log.info({ pod: `${msg.namespace}/${msg.name}`, ip: msg.ip, identity, netns: msg.netns }, 'pod captured');
+    } catch (err) {
+      for (const s of servers) s.close();
+      podNet?.close();
+      ctx.certs.release(identity);
+      throw err;
+    }
+  }
+
+  private serve(fd: number, onConnection: (s: net.Socket) => void): Promise<net.Server> {
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, onConnection);
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ fd }, () => {
+        server.off('error', reject);
+        server.on('error', (err) => this.ctx.log.error({ err: err.message }, 'listener error'));
+        resolve(server);
+      });
+    });
+  }
+
+  /** Stops capturing a pod: listeners close, open connections carry on until they end. */
+  async remove(uid: string): Promise<boolean> {
+    await this.adding.get(uid)?.catch(() => undefined);
+    const p = this.pods.get(uid);
+    if (!p) return false;
+    this.pods.delete(uid);
+    p.outbound.close();
+    p.inboundPlain.close();
+    void p.hbone.close();
+    p.info.net.close();
+    this.ctx.certs.release(p.info.identity);
+    this.ctx.log.info({ pod: `${p.info.namespace}/${p.info.name}` }, 'pod released');
+    return true;
+  }
+
+  /** Removes every pod not in `keep` (after an agent's snapshot). */
+  async retainOnly(keep: ReadonlySet<string>): Promise<string[]> {
+    const gone = [...this.pods.keys()].filter((uid) => !keep.has(uid));
+    for (const uid of gone) await this.remove(uid);
+    return gone;
+  }
+
+  list(): LocalPodInfo[] {
+    return [...this.pods.values()].map((p) => p.info);
+  }
+
+  async close(): Promise<void> {
+    for (const uid of [...this.pods.keys()]) await this.remove(uid);
+  }
+}
