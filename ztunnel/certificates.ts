@@ -77,7 +77,7 @@ export class CertificateStore extends EventEmitter<{ renewed: [string, TlsMateri
       const d = describeCertificate(res.certPem);
       e.material = material;
       e.info = { identity, serial: d.serial, notBefore: d.notBefore, notAfter: d.notAfter, state: 'available' };
-      this.scheduleRenewal(identity, e, d.notBefore, d.notAfter);
+      this.scheduleRenewal(identity, e, new Date(), d.notAfter);
       this.log.info({ identity, serial: d.serial, notAfter: d.notAfter.toISOString() }, 'certificate ready');
       return material;
     })();
@@ -95,15 +95,16 @@ export class CertificateStore extends EventEmitter<{ renewed: [string, TlsMateri
     return p;
   }
 
-  private scheduleRenewal(identity: string, e: Entry, notBefore: Date, notAfter: Date, attempt = 0): void {
+  /** Renews at half of the remaining life from when it arrived (the CA back-dates notBefore for clock skew). */
+  private scheduleRenewal(identity: string, e: Entry, received: Date, notAfter: Date, attempt = 0): void {
     if (e.renew) clearTimeout(e.renew);
-    const half = notBefore.getTime() + (notAfter.getTime() - notBefore.getTime()) / 2;
+    const half = received.getTime() + (notAfter.getTime() - received.getTime()) / 2;
     const delay = attempt === 0 ? Math.max(0, half - Date.now()) : Math.min(RETRY_MIN_MS * 2 ** attempt, RETRY_MAX_MS);
     e.renew = setTimeout(() => {
       if (this.entries.get(identity) !== e) return;
       this.fetch(identity, e).then(
         (m) => this.emit('renewed', identity, m),
-        () => this.scheduleRenewal(identity, e, notBefore, notAfter, attempt + 1),
+        () => this.scheduleRenewal(identity, e, received, notAfter, attempt + 1),
       );
     }, delay);
     e.renew.unref();

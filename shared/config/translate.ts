@@ -109,7 +109,8 @@ export function translate(objects: KubeObject[]): MeshSnapshot {
     if (o.kind !== 'Service') continue;
     const s = serviceSpec(o);
     const ns = o.metadata.namespace ?? 'default';
-    const endpoints = s.selector
+    // Kubernetes gives a Service with an empty selector no endpoints (it is not "select everything").
+    const endpoints = s.selector && Object.keys(s.selector).length > 0
       ? workloads.filter((w) => w.namespace === ns && matches(s.selector!, w.labels)).map((w) => w.uid)
       : [];
     services.push({

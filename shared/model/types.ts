@@ -1,5 +1,7 @@
 /** The mesh as ztunnels and waypoints see it: plain data, sent over the control protocol. */
 
+import { isIPv4, isIPv6 } from 'node:net';
+
 /** How a workload is reached: HBONE when its node's ztunnel captures it, plain TCP otherwise. */
 export type WorkloadProtocol = 'HBONE' | 'TCP';
 
@@ -69,6 +71,7 @@ export function parseAddress(text: string): SocketAddress | null {
   const ip = m[1] ?? m[2]!;
   const port = Number(m[3]);
   if (port < 1 || port > 65535) return null;
-  if (m[2] && ip.split('.').some((o) => Number(o) > 255)) return null;
+  // the pattern only shapes the text: "[:]:80" or "010.0.0.1:80" are not addresses
+  if (m[1] !== undefined ? !isIPv6(ip) : !isIPv4(ip)) return null;
   return { ip, port };
 }

@@ -1,0 +1,35 @@
+// Tiny flag parser shared by the bench tools: `--key value` pairs, numbers where they look like numbers.
+export function parseArgs(argv, defaults) {
+  const out = { ...defaults };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (!a.startsWith('--')) throw new Error(`unexpected argument "${a}"`);
+    const key = a.slice(2).replace(/-([a-z])/g, (_, c) => c.toUpperCase());
+    if (!(key in defaults)) throw new Error(`unknown flag ${a}; known: ${Object.keys(defaults).map((k) => '--' + k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())).join(' ')}`);
+    const v = argv[++i];
+    if (v === undefined) throw new Error(`${a} needs a value`);
+    out[key] = typeof defaults[key] === 'number' ? Number(v) : v;
+    if (typeof defaults[key] === 'number' && !Number.isFinite(out[key])) throw new Error(`${a} must be a number, got "${v}"`);
+  }
+  return out;
+}
+
+/** Prints one JSON line (the tool's result) and exits with `code`. */
+let finished = false;
+export function finish(result, code = 0) {
+  if (finished) return;
+  finished = true;
+  process.stdout.write(JSON.stringify(result) + '\n', () => process.exit(code));
+}
+
+/** Bad flags: says so and exits at once (nothing else has started). */
+export function usage(tool, message) {
+  process.stderr.write(`${tool}: ${message}\n`);
+  process.exit(2);
+}
+
+/** Exits with a clear message (and a JSON error line, so the runner can show it). */
+export function fail(tool, message, code = 1) {
+  process.stderr.write(`${tool}: ${message}\n`);
+  finish({ ok: false, error: message }, code);
+}
