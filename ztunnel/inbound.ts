@@ -20,11 +20,20 @@ function dstPeer(ctx: ProxyContext, pod: LocalPodInfo, target: SocketAddress): P
   return { address: formatAddress(target), identity: pod.identity, workload: w ?? { name: pod.name, namespace: pod.namespace, labels: {} } };
 }
 
+/** The `host=` of a `forwarded` header: the service the client addressed, if it said so. */
+export function forwardedHost(header: string | string[] | undefined): string | null {
+  const text = Array.isArray(header) ? header[0] : header;
+  const m = text ? /(?:^|;)\s*host="?([A-Za-z0-9.-]+)"?/.exec(text) : null;
+  return m ? m[1]! : null;
+}
+
 /** Serves one HBONE CONNECT addressed to this pod: checks, connects to the app as the client, answers 200, carries bytes. */
 export async function handleInboundHbone(ctx: ProxyContext, pod: LocalPodInfo, req: InboundConnect): Promise<void> {
   const srcWorkload = ctx.index.workloadByIp(req.peerAddress.ip);
   const src: Peer = { address: formatAddress(req.peerAddress), identity: req.peer.toString(), ...(srcWorkload ? { workload: srcWorkload } : {}) };
-  const base = { direction: 'inbound' as const, src, dst: dstPeer(ctx, pod, req.target), protocol: 'HBONE' as const, mtls: true };
+  const host = forwardedHost(req.headers.forwarded);
+  const service = host ? ctx.index.serviceByHostname(host) : undefined;
+  const base = { direction: 'inbound' as const, src, dst: dstPeer(ctx, pod, req.target), protocol: 'HBONE' as const, mtls: true, ...(service ? { service } : {}) };
   const refused = checkInboundTarget(pod, req.target);
   if (refused) {
     ctx.tracker.failed(base, refused.flag, refused.message);

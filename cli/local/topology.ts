@@ -105,7 +105,8 @@ export function planMesh(name: string, nodeCount: number, objects: KubeObject[],
   const nsLabels = new Map<string, Record<string, string>>();
   const seen = new Set<string>();
   for (const o of objects) {
-    const key = `${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`;
+    // a namespaced object without a namespace is in "default": the same object as one that says so
+    const key = `${o.kind}/${o.kind === 'Namespace' ? '' : (o.metadata.namespace ?? 'default')}/${o.metadata.name}`;
     if (seen.has(key)) throw new ConfigError(`${o.source}: ${o.kind} "${o.metadata.name}" is defined twice`);
     seen.add(key);
     if (o.kind === 'Namespace') nsLabels.set(o.metadata.name, o.metadata.labels ?? {});
@@ -145,6 +146,9 @@ export function planMesh(name: string, nodeCount: number, objects: KubeObject[],
   const usedVips = new Set<string>();
   for (const o of objects) if (o.kind === 'Service') {
     const s = serviceSpec(o);
+    const ns = o.metadata.namespace ?? 'default';
+    if (ns !== 'default' && !nsLabels.has(ns)) throw new ConfigError(`${o.source}: Service "${ns}/${o.metadata.name}": namespace "${ns}" is not defined`);
+    if (s.clusterIP && usedVips.has(s.clusterIP)) throw new ConfigError(`${o.source}: Service "${ns}/${o.metadata.name}": clusterIP ${s.clusterIP} is already used by another Service`);
     if (s.clusterIP) usedVips.add(s.clusterIP);
   }
   let nextVip = 10;
@@ -194,7 +198,7 @@ export function planMesh(name: string, nodeCount: number, objects: KubeObject[],
 export function hostsFile(plan: MeshPlan, pod: PodPlan): string {
   const lines = ['127.0.0.1 localhost', '::1 localhost ip6-localhost ip6-loopback', `${pod.ip} ${pod.name}`];
   for (const s of plan.services) {
-    const [name, ns] = s.key.split('/') as [string, string];
+    const [ns, name] = s.key.split('/') as [string, string];
     const short = ns === pod.namespace ? [name] : [];
     lines.push(`${s.vip} ${[...s.hostnames, ...short].join(' ')}`);
   }

@@ -72,6 +72,13 @@ export class WorkloadIndex {
     return { kind: 'unknown' };
   }
 
+  /** A service by its cluster hostname (name.namespace.svc.cluster.local). */
+  serviceByHostname(hostname: string): Service | undefined {
+    const [name, namespace] = hostname.split('.');
+    const s = this.services.get(`${namespace}/${name}`);
+    return s && s.hostname === hostname ? s : undefined;
+  }
+
   /** The services a workload backs (for metrics' destination_service). */
   servicesOf(uid: string): Service[] {
     const out: Service[] = [];
