@@ -19,7 +19,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');
@@ -36,6 +36,8 @@ interface Options {
   repeat: number;
   out: string;
   name: string;
+  /** folder for V8 CPU profiles of the ztunnels (and control plane); null = no profiling */
+  profile: string | null;
 }
 
 interface Workload {
@@ -55,11 +57,13 @@ function usage(): string {
   --quick        256 MiB bulk, 5 s latency runs, whole bench within about a minute
   --repeat N     repetitions of each measurement, median reported (default 3)
   --out FILE     JSON results (default bench/results/latest.json; the table also goes to FILE with .md)
-  --name NAME    name of the local mesh (must start with "bench"; default bench)`;
+  --name NAME    name of the local mesh (must start with "bench"; default bench)
+  --profile DIR  run the ztunnels under the V8 sampling profiler: each writes a .cpuprofile into DIR
+                 when the mesh is removed (the profiler costs CPU: do not publish those numbers)`;
 }
 
 function parseOptions(argv: string[]): Options {
-  const o: Options = { quick: false, repeat: 3, out: join(ROOT, 'bench', 'results', 'latest.json'), name: 'bench' };
+  const o: Options = { quick: false, repeat: 3, out: join(ROOT, 'bench', 'results', 'latest.json'), name: 'bench', profile: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
@@ -76,7 +80,8 @@ function parseOptions(argv: string[]): Options {
     else if (a === '--name') {
       o.name = value();
       if (!/^bench[a-z0-9-]{0,20}$/.test(o.name)) throw new UsageError(`--name must start with "bench" (lowercase letters, digits, '-'), got "${o.name}"`);
-    } else if (a === '--help' || a === '-h') {
+    } else if (a === '--profile') o.profile = resolve(value());
+    else if (a === '--help' || a === '-h') {
       console.log(usage());
       process.exit(0);
     } else throw new UsageError(`unknown argument "${a}"`);
@@ -105,13 +110,13 @@ interface RunResult {
 }
 
 /** Runs a command asynchronously (never execSync: ztunnels share this machine), bounded by timeoutMs. */
-function runCmd(file: string, args: string[], opts: { timeoutMs: number; echo?: string; detached?: boolean }): Promise<RunResult> {
+function runCmd(file: string, args: string[], opts: { timeoutMs: number; echo?: string; detached?: boolean; env?: NodeJS.ProcessEnv }): Promise<RunResult> {
   return new Promise((resolvePromise, reject) => {
     if (aborting && !opts.detached) {
       reject(new Error('interrupted'));
       return;
     }
-    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: opts.detached ?? false });
+    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: opts.detached ?? false, env: opts.env ?? process.env });
     children.add(child);
     let stdout = '';
     let stderr = '';
@@ -145,7 +150,7 @@ function runCmd(file: string, args: string[], opts: { timeoutMs: number; echo?: 
   });
 }
 
-function cli(args: string[], opts: { timeoutMs: number; echo?: string; detached?: boolean }): Promise<RunResult> {
+function cli(args: string[], opts: { timeoutMs: number; echo?: string; detached?: boolean; env?: NodeJS.ProcessEnv }): Promise<RunResult> {
   return runCmd(process.execPath, [CLI, ...args], opts);
 }
 
@@ -416,9 +421,11 @@ interface Row {
   added: number | null;
   digits: number;
   showRatio: boolean;
+  /** a property of the mesh only (ztunnel memory): no direct value, no comparison */
+  ambitOnly?: boolean;
 }
 
-function summarize(runs: Run[], zs: Ztunnel[], w: Workload): Row[] {
+function summarize(runs: Run[], zs: Ztunnel[], w: Workload, idle: Record<string, { rssMiB: number; hwmMiB: number }>): Row[] {
   const reps = [...new Set(runs.map((r) => r.rep))].sort((a, b) => a - b);
   const pick = <T extends Run>(kind: T['kind'], path: PathName, rep: number): T | undefined => runs.find((r) => r.kind === kind && r.path === path && r.rep === rep && r.ok) as T | undefined;
   const row = (key: string, label: string, unit: string, kind: Run['kind'], get: (r: Run) => number | undefined, digits: number, showRatio = true): Row => {
@@ -463,7 +470,11 @@ function summarize(runs: Run[], zs: Ztunnel[], w: Workload): Row[] {
     }, 3, false));
   }
   for (const z of zs) {
-    rows.push(row(`rss_${z.node}`, `ztunnel ${z.node} RSS after the latency run`, 'MiB', 'latency', (r) => (r as LatencyRun).ztunnelMemory?.[z.node]?.rssMiB, 1, false));
+    rows.push({ key: `rss_idle_${z.node}`, label: `ztunnel ${z.node} RSS idle (mesh just up)`, unit: 'MiB', direct: null, ambit: idle[z.node]?.rssMiB ?? null, ratio: null, added: null, digits: 1, showRatio: false, ambitOnly: true });
+  }
+  for (const z of zs) {
+    const r = row(`rss_${z.node}`, `ztunnel ${z.node} RSS after the ambit latency run`, 'MiB', 'latency', (r) => (r as LatencyRun).ztunnelMemory?.[z.node]?.rssMiB, 1, false);
+    rows.push({ ...r, direct: null, ratio: null, added: null, ambitOnly: true });
   }
   return rows;
 }
@@ -477,8 +488,8 @@ function markdownTable(rows: Row[]): string {
   const lines = ['| measure | unit | direct | ambit L4 | ambit / direct | ambit − direct |', '|---|---|---:|---:|---:|---:|'];
   for (const r of rows) {
     const ratio = r.showRatio && r.ratio !== null ? `${r.ratio.toFixed(2)}×` : '';
-    const added = r.added === null ? 'n/a' : `${r.added >= 0 ? '+' : '−'}${Math.abs(r.added).toFixed(r.digits)}`;
-    lines.push(`| ${r.label} | ${r.unit} | ${fmt(r.direct, r.digits)} | ${fmt(r.ambit, r.digits)} | ${ratio} | ${added} |`);
+    const added = r.ambitOnly ? '' : r.added === null ? 'n/a' : `${r.added >= 0 ? '+' : '−'}${Math.abs(r.added).toFixed(r.digits)}`;
+    lines.push(`| ${r.label} | ${r.unit} | ${r.ambitOnly ? '—' : fmt(r.direct, r.digits)} | ${fmt(r.ambit, r.digits)} | ${ratio} | ${added} |`);
   }
   return lines.join('\n');
 }
@@ -572,7 +583,16 @@ async function main(): Promise<void> {
   say(`bringing up mesh "${o.name}" from ${MESH_DIR}`);
   meshMayExist = true;
   const tUp = Date.now();
-  const up = await cli(['local', 'up', '-f', MESH_DIR, '--name', o.name, '--nodes', '2'], { timeoutMs: 180_000, echo: '  | ' });
+  let env: NodeJS.ProcessEnv | undefined;
+  if (o.profile) {
+    await mkdir(o.profile, { recursive: true });
+    // local up passes its environment to the control plane and the ztunnels (pods get their own);
+    // the preload profiles ztunnel processes only
+    const preload = pathToFileURL(join(TOOLS, 'cpu-profile-preload.mjs')).href;
+    env = { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import=${preload}`.trim(), AMBIT_BENCH_PROFILE_DIR: o.profile };
+    say(`profiling: each ztunnel writes a V8 CPU profile to ${o.profile}/ztunnel-<node>-<pid>.cpuprofile when it exits`);
+  }
+  const up = await cli(['local', 'up', '-f', MESH_DIR, '--name', o.name, '--nodes', '2'], { timeoutMs: 180_000, echo: '  | ', ...(env ? { env } : {}) });
   if (aborting) return;
   if (up.code !== 0 || up.timedOut) throw new Error(`\`ambit local up\` ${up.timedOut ? 'did not finish within 180 s' : `failed (exit ${up.code})`}; see its output above`);
   const upSeconds = (Date.now() - tUp) / 1000;
@@ -606,6 +626,7 @@ async function main(): Promise<void> {
     })
     .sort((a, b) => a.node.localeCompare(b.node));
   if (zs.length !== 2) throw new Error(`expected 2 ztunnels in ${STATE_ROOT}/${o.name}/state.json, found ${zs.length}`);
+  if (o.profile) profiled = { dir: o.profile, pids: Object.fromEntries(zs.map((z) => [z.node, z.pid])) };
   const idleMemory = Object.fromEntries(zs.map((z) => [z.node, memory(z.pid)]));
   say(`mesh up in ${upSeconds.toFixed(1)} s; ztunnels: ${zs.map((z) => `${z.node} pid ${z.pid} (RSS ${idleMemory[z.node]!.rssMiB.toFixed(1)} MiB)`).join(', ')}`);
   say(`direct:   ${paths.direct.client.ip} (${paths.direct.client.netns}) → ${paths.direct.server.ip} (${paths.direct.server.netns})`);
@@ -667,12 +688,12 @@ async function main(): Promise<void> {
     repSeconds = (Date.now() - repStart) / 1000;
   }
 
-  const rows = summarize(runs, zs, w);
+  const rows = summarize(runs, zs, w, idleMemory);
   const finalMemory = Object.fromEntries(zs.map((z) => [z.node, memory(z.pid)]));
   const bulkLabel = w.bulkBytes >= 1024 ** 3 ? `${w.bulkBytes / 1024 ** 3} GiB` : `${w.bulkBytes / 1024 ** 2} MiB`;
   const doneReps = new Set(runs.map((r) => r.rep)).size;
   const header = [
-    `ambit bench${o.quick ? ' (quick)' : ''}, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC: median of ${doneReps} repetition(s), direct and ambit L4 alternating on the same path`,
+    `${o.profile ? 'PROFILED (V8 profiler running in the ztunnels: slower than normal, do not publish) ' : ''}ambit bench${o.quick ? ' (quick)' : ''}, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC: median of ${doneReps} repetition(s), direct and ambit L4 alternating on the same path`,
     `(pod netns → veth → node-1 → fabric → node-2 → veth → pod netns). Bulk: ${bulkLabel} over one TCP connection. Latency: open loop,`,
     `${w.rate} rps of ${w.size} B requests and ${w.size} B responses over ${w.conns} connections for ${w.durationS} s (after ${w.warmupS} s warm-up), measured from the scheduled send time.`,
     `Ratios and differences are medians of the per-repetition pairs. Machine: ${mach.nproc} CPU(s) ${mach.cpuModel}, kernel ${mach.kernel}, node ${mach.node}.`,
@@ -687,7 +708,7 @@ async function main(): Promise<void> {
     date: new Date().toISOString(),
     commit: await gitCommit(),
     machine: mach,
-    options: { quick: o.quick, repeat: o.repeat, repetitionsDone: doneReps, skippedForTimeBudget: skipped, mesh: o.name },
+    options: { quick: o.quick, repeat: o.repeat, repetitionsDone: doneReps, skippedForTimeBudget: skipped, mesh: o.name, profiling: o.profile },
     workload: w,
     setup: {
       upSeconds,
@@ -716,6 +737,18 @@ async function main(): Promise<void> {
   }
 }
 
+let profiled: { dir: string; pids: Record<string, number> } | null = null;
+
+/** After teardown: which profile belongs to which ztunnel. */
+function listProfiles(): void {
+  if (!profiled) return;
+  const files = existsSync(profiled.dir) ? readdirSync(profiled.dir).filter((f) => f.endsWith('.cpuprofile')) : [];
+  for (const [node, pid] of Object.entries(profiled.pids)) {
+    const f = files.filter((x) => x.endsWith(`-${pid}.cpuprofile`));
+    say(f.length ? `CPU profile of ztunnel ${node}: ${f.map((x) => join(profiled!.dir, x)).join(', ')}  (top functions: node bench/tools/cpuprofile-top.mjs FILE)` : `no CPU profile from ztunnel ${node} (pid ${pid}) in ${profiled.dir}: it did not exit cleanly`);
+  }
+}
+
 let interrupts = 0;
 function onSignal(sig: NodeJS.Signals): void {
   interrupts++;
@@ -739,5 +772,6 @@ main()
   })
   .finally(async () => {
     await teardown();
+    listProfiles();
     say('done');
   });

@@ -6,7 +6,7 @@ import { createLogger } from '../shared/telemetry/log.js';
 import { CertificateAuthority } from '../shared/identity/ca.js';
 import { CONTROL_SERVER_NAME } from '../shared/control/protocol.js';
 import { ControlServer } from './server.js';
-import { FileSource } from './source.js';
+import { FileSource } from '../shared/config/file-source.js';
 import { TokenFileAuthenticator } from './auth.js';
 
 const program = new Command()

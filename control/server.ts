@@ -2,7 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { controlService, type SignRequest, type SignResponse, type WatchRequest } from '../shared/control/protocol.js';
 import { diffSnapshots, snapshotUpdate } from '../shared/control/delta.js';
 import type { MeshSnapshot, MeshUpdate } from '../shared/model/types.js';
-import { translate } from '../shared/config/translate.js';
+import { podInfo, translate } from '../shared/config/translate.js';
 import type { KubeObject } from '../shared/config/objects.js';
 import { Identity } from '../shared/identity/spiffe.js';
 import type { CertificateAuthority } from '../shared/identity/ca.js';
@@ -17,6 +17,8 @@ interface Subscriber {
 /** Serves the mesh to ztunnels (snapshot, then deltas) and signs their workload certificates. */
 export class ControlServer {
   private snapshot: MeshSnapshot = { workloads: [], services: [] };
+  /** node|namespace|serviceAccount of every pod scheduled on a node, IP or not yet (CNI runs before the pod has one) */
+  private entitlements = new Set<string>();
   private version = 0;
   private readonly subscribers = new Set<Subscriber>();
   private server: grpc.Server | null = null;
@@ -39,6 +41,7 @@ export class ControlServer {
     }
     const update = diffSnapshots(this.snapshot, next, this.version + 1);
     this.snapshot = next;
+    this.entitlements = scheduledIdentities(objects);
     if (!update) return;
     this.version = update.version;
     this.log.info({ version: this.version, workloads: next.workloads.length, services: next.services.length }, 'config changed');
@@ -105,8 +108,7 @@ export class ControlServer {
       return fail(grpc.status.INVALID_ARGUMENT, (err as Error).message);
     }
     if (id.trustDomain !== this.ca.trustDomain) return fail(grpc.status.PERMISSION_DENIED, `identity ${id} is not in trust domain ${this.ca.trustDomain}`);
-    const entitled = this.snapshot.workloads.some((w) => w.node === node && w.namespace === id.namespace && w.serviceAccount === id.serviceAccount);
-    if (!entitled) return fail(grpc.status.PERMISSION_DENIED, `no pod with service account ${id.namespace}/${id.serviceAccount} runs on node ${node}`);
+    if (!this.entitlements.has(`${node}|${id.namespace}|${id.serviceAccount}`)) return fail(grpc.status.PERMISSION_DENIED, `no pod with service account ${id.namespace}/${id.serviceAccount} runs on node ${node}`);
     try {
       const issued = await this.ca.signCsr(call.request.csrPem, id, { ttlSeconds: this.certTtlSeconds });
       this.log.info({ identity: id.toString(), node, serial: issued.serial, notAfter: issued.notAfter.toISOString() }, 'certificate issued');
@@ -132,4 +134,16 @@ export class ControlServer {
       });
     });
   }
+}
+
+/** Which identities each node may hold: those of the pods scheduled on it and not finished. */
+export function scheduledIdentities(objects: KubeObject[]): Set<string> {
+  const out = new Set<string>();
+  for (const o of objects) {
+    if (o.kind !== 'Pod') continue;
+    const p = podInfo(o);
+    if (!p.nodeName || p.hostNetwork || p.phase === 'Succeeded' || p.phase === 'Failed') continue;
+    out.add(`${p.nodeName}|${p.namespace}|${p.serviceAccount}`);
+  }
+  return out;
 }

@@ -5,11 +5,12 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { readObjects, type KubeObject } from '../../shared/config/objects.js';
+import { wantsAmbient } from '../../cni/agent.js';
 import { CertificateAuthority } from '../../shared/identity/ca.js';
-import { installPodRules, checkRedirectTools } from '../../shared/redirect/apply.js';
-import { AgentClient } from '../../shared/nodeagent/protocol.js';
+import { checkRedirectTools } from '../../shared/redirect/apply.js';
+import { cniAdd } from '../../shared/cni/runtime.js';
 import { httpInNetns } from '../../shared/netns/http.js';
-import { CONTROL_PORT, hostsFile, planMesh, type MeshPlan, type PodPlan } from './topology.js';
+import { CONTROL_PORT, hostsFile, planMesh, type MeshPlan, type NodePlan, type PodPlan } from './topology.js';
 import { alive, deleteNetns, ipBatch, listNetns, run, spawnInNetns, stopGroup, waitFor } from './system.js';
 
 /** What `local up` made, kept on disk so `status`, `exec` and `down` find it. */
@@ -20,8 +21,7 @@ export interface LocalState {
   plan: Omit<MeshPlan, 'objects'>;
   netns: string[];
   hostsDirs: string[];
-  processes: { role: 'control' | 'ztunnel' | 'pod'; name: string; pid: number; log: string }[];
-  captured: string[];
+  processes: { role: 'control' | 'ztunnel' | 'agent' | 'pod'; name: string; pid: number; log: string }[];
   ready: boolean;
 }
 
@@ -38,6 +38,26 @@ export interface UpOptions {
 const DIST = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ZTUNNEL_MAIN = join(DIST, 'ztunnel', 'main.js');
 const CONTROL_MAIN = join(DIST, 'control', 'main.js');
+const AGENT_MAIN = join(DIST, 'cni', 'main.js');
+/** Debian's containernetworking-plugins */
+const SYSTEM_CNI_BIN = '/usr/lib/cni';
+
+/** Files of one node: its CNI configuration and binaries, the agent's state, the sockets. */
+export function nodeFiles(dir: string, node: string) {
+  const base = join(dir, 'nodes', node);
+  return {
+    base,
+    confDir: join(base, 'net.d'),
+    conflist: join(base, 'net.d', '10-ambit.conflist'),
+    loopback: join(base, 'net.d', '99-loopback.conf'),
+    binDir: join(base, 'bin'),
+    ipamDir: join(base, 'ipam'),
+    agentState: join(base, 'agent'),
+    cniSocket: join(base, 'cni.sock'),
+    ztunnelSocket: join(base, 'ztunnel.sock'),
+    annotations: join(base, 'redirection.json'),
+  };
+}
 
 /** Where a mesh's state lives. */
 export function stateDir(root: string, name: string): string {
@@ -106,7 +126,7 @@ export async function up(o: UpOptions): Promise<LocalState> {
   await mkdir(join(dir, 'logs'), { recursive: true });
   await mkdir(join(dir, 'ca'), { recursive: true, mode: 0o700 });
   const { objects: _objects, ...planView } = plan;
-  const state: LocalState = { name: o.name, dir, createdAt: new Date().toISOString(), plan: planView, netns: [], hostsDirs: [], processes: [], captured: [], ready: false };
+  const state: LocalState = { name: o.name, dir, createdAt: new Date().toISOString(), plan: planView, netns: [], hostsDirs: [], processes: [], ready: false };
   await writeState(state);
   try {
     await buildFabric(state, plan, o.say);
@@ -123,8 +143,10 @@ export async function up(o: UpOptions): Promise<LocalState> {
     await writeConfig(dir, plan.objects);
     await startControl(state, plan, o);
     await startZtunnels(state, plan, o.say);
+    await startAgents(state, plan, o.say);
     for (const pod of plan.pods) await createPod(state, plan, pod);
-    o.say(`pods: ${plan.pods.length} created, ${plan.pods.filter((p) => p.ambient).length} captured by ztunnel`);
+    const captured = Object.values(await redirections(state)).filter((v) => v === 'enabled').length;
+    o.say(`pods: ${plan.pods.length} created through the CNI chain, ${captured} captured by ztunnel`);
     for (const pod of plan.pods) startPod(state, pod);
     await writeState(state);
     const running = plan.objects.map((obj) => (obj.kind === 'Pod' ? { ...obj, status: { ...obj.status, phase: 'Running' } } : obj));
@@ -162,15 +184,14 @@ async function buildFabric(state: LocalState, plan: MeshPlan, say: (l: string) =
     state.netns.push(n.netns);
     await writeState(state);
     await ipBatch(f.netns, [`link add ${n.fabricLink} type veth peer name eth0 netns ${n.netns}`, `link set ${n.fabricLink} master ${f.bridge}`, `link set ${n.fabricLink} up`]);
+    // the pod bridge (cni0) is made by the CNI bridge plugin when the first pod arrives
     await ipBatch(n.netns, [
       'link set lo up',
       `addr add ${n.ip}/24 dev eth0`,
       'link set eth0 up',
-      'link add cni0 type bridge',
-      `addr add ${n.podGateway}/24 dev cni0`,
-      'link set cni0 up',
       ...plan.nodes.filter((m) => m !== n).map((m) => `route add ${m.podCidr} via ${m.ip}`),
     ]);
+    await writeNodeCniConfig(state.dir, n);
     await run('ip', ['netns', 'exec', n.netns, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
   }
   await ipBatch(f.netns, plan.nodes.map((n) => `route add ${n.podCidr} via ${n.ip}`));
@@ -203,7 +224,7 @@ async function startZtunnels(state: LocalState, plan: MeshPlan, say: (l: string)
       '--control', `${plan.fabric.ip}:${CONTROL_PORT}`,
       '--ca-root', join(state.dir, 'ca', 'root-cert.pem'),
       '--token-file', join(state.dir, 'ca', `${n.name}.token`),
-      '--agent-socket', join(state.dir, `ztunnel-${n.name}.sock`),
+      '--agent-socket', nodeFiles(state.dir, n.name).ztunnelSocket,
     ], { log });
     state.processes.push({ role: 'ztunnel', name: n.name, pid, log });
   }
@@ -218,29 +239,97 @@ async function startZtunnels(state: LocalState, plan: MeshPlan, say: (l: string)
   say(`ztunnels ready on ${plan.nodes.length} node(s)`);
 }
 
+/** The node's CNI configuration, as a node image would ship it: bridge + host-local. */
+async function writeNodeCniConfig(dir: string, n: NodePlan): Promise<void> {
+  const f = nodeFiles(dir, n.name);
+  await mkdir(f.confDir, { recursive: true });
+  await mkdir(f.binDir, { recursive: true });
+  const conflist = {
+    cniVersion: '1.0.0',
+    name: `ambit-${n.name}`,
+    plugins: [
+      {
+        type: 'bridge',
+        bridge: 'cni0',
+        isGateway: true,
+        ipMasq: false,
+        hairpinMode: true,
+        ipam: { type: 'host-local', ranges: [[{ subnet: n.podCidr, gateway: n.podGateway }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: f.ipamDir },
+      },
+    ],
+  };
+  await writeFile(f.conflist, JSON.stringify(conflist, null, 2));
+  await writeFile(f.loopback, JSON.stringify({ cniVersion: '1.0.0', name: 'cni-loopback', type: 'loopback' }, null, 2));
+}
+
+async function startAgents(state: LocalState, plan: MeshPlan, say: (l: string) => void): Promise<void> {
+  for (const n of plan.nodes) {
+    const f = nodeFiles(state.dir, n.name);
+    const log = join(state.dir, 'logs', `cni-agent-${n.name}.log`);
+    const pid = spawnInNetns(n.netns, [
+      process.execPath, AGENT_MAIN,
+      '--node', n.name,
+      '--config', join(state.dir, 'config'),
+      '--ztunnel-socket', f.ztunnelSocket,
+      '--cni-socket', f.cniSocket,
+      '--state-dir', f.agentState,
+      '--cni-conf-dir', f.confDir,
+      '--cni-bin-dir', f.binDir,
+      '--annotations', f.annotations,
+    ], { log });
+    state.processes.push({ role: 'agent', name: n.name, pid, log });
+  }
+  await writeState(state);
+  for (const n of plan.nodes) {
+    const f = nodeFiles(state.dir, n.name);
+    const proc = state.processes.find((p) => p.role === 'agent' && p.name === n.name)!;
+    await waitFor(`the node agent on ${n.name} to chain ambit-cni (log: ${proc.log})`, async () => {
+      if (!alive(proc.pid)) throw new Error('node agent exited');
+      return (await readFile(f.conflist, 'utf8')).includes('"ambit-cni"') && existsSync(join(f.binDir, 'ambit-cni'));
+    }, 20_000);
+  }
+  say(`node agents ready; ambit-cni chained into each node's CNI configuration`);
+}
+
+/** Creates a pod the way a container runtime does: a netns, then the node's CNI chain. */
 async function createPod(state: LocalState, plan: MeshPlan, pod: PodPlan): Promise<void> {
   const node = plan.nodes.find((n) => n.name === pod.node)!;
+  const f = nodeFiles(state.dir, node.name);
   await run('ip', ['netns', 'add', pod.netns]);
   state.netns.push(pod.netns);
   await writeState(state);
-  await ipBatch(node.netns, [`link add ${pod.hostLink} type veth peer name eth0 netns ${pod.netns}`, `link set ${pod.hostLink} master cni0`, `link set ${pod.hostLink} up`]);
-  await ipBatch(pod.netns, ['link set lo up', `addr add ${pod.ip}/24 dev eth0`, 'link set eth0 up', `route add default via ${node.podGateway}`]);
+  const binDirs = [f.binDir, SYSTEM_CNI_BIN];
+  const c = {
+    containerId: `${state.name}-${pod.netns}`,
+    netns: netnsPath(pod.netns),
+    ifname: 'eth0',
+    args: { IgnoreUnknown: '1', IP: pod.ip, K8S_POD_NAMESPACE: pod.namespace, K8S_POD_NAME: pod.name, K8S_POD_UID: pod.uid, K8S_POD_INFRA_CONTAINER_ID: `${state.name}-${pod.netns}` },
+  };
+  // a runtime runs the single-plugin loopback .conf as a list of one, before the network itself
+  const lo = JSON.parse(await readFile(f.loopback, 'utf8')) as { cniVersion: string; name: string };
+  await cniAdd({ cniVersion: lo.cniVersion, name: lo.name, plugins: [lo] }, { ...c, ifname: 'lo' }, { binDirs, hostNetns: node.netns });
+  const result = await cniAdd(await readFile(f.conflist, 'utf8'), c, { binDirs, hostNetns: node.netns });
+  const got = result.ips.map((i) => i.address.split('/')[0]);
+  if (!got.includes(pod.ip)) throw new Error(`CNI gave pod ${pod.key} ${got.join(', ')} instead of ${pod.ip}`);
   // `ip netns exec` shows /etc/netns/NAME/hosts as the pod's /etc/hosts: service names resolve in the pod.
   const etc = `/etc/netns/${pod.netns}`;
   await mkdir(etc, { recursive: true });
   state.hostsDirs.push(etc);
   await writeFile(join(etc, 'hosts'), hostsFile(plan, pod));
   await writeState(state);
-  if (!pod.ambient) return;
-  await installPodRules(netnsPath(pod.netns));
-  const agent = await AgentClient.connect(join(state.dir, `ztunnel-${pod.node}.sock`));
-  try {
-    await agent.send({ type: 'add', uid: pod.uid, name: pod.name, namespace: pod.namespace, serviceAccount: pod.serviceAccount, ip: pod.ip, netns: netnsPath(pod.netns) });
-  } finally {
-    agent.close();
+}
+
+/** Pods' `ambient.istio.io/redirection` values, as the node agents wrote them. */
+export async function redirections(state: LocalState): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const n of state.plan.nodes) {
+    try {
+      Object.assign(out, JSON.parse(await readFile(nodeFiles(state.dir, n.name).annotations, 'utf8')) as Record<string, string>);
+    } catch {
+      /* no annotations yet on this node */
+    }
   }
-  state.captured.push(pod.key);
-  await writeState(state);
+  return out;
 }
 
 function startPod(state: LocalState, pod: PodPlan): void {
@@ -267,7 +356,7 @@ export async function down(root: string, name: string, say: (l: string) => void)
   const state = await readState(root, name);
   const procs = state?.processes ?? [];
   // pods first, then ztunnels (so they drain), then the control plane
-  for (const role of ['pod', 'ztunnel', 'control'] as const) {
+  for (const role of ['pod', 'agent', 'ztunnel', 'control'] as const) {
     await Promise.all(procs.filter((p) => p.role === role).map((p) => stopGroup(p.pid)));
   }
   const own = new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}-(fabric|node-\\d+|pod-\\d+)$`);
@@ -289,4 +378,106 @@ export function findPod(state: LocalState, ref: string): PodPlan {
   const pod = state.plan.pods.find((p) => p.key === key);
   if (!pod) throw new Error(`no pod ${key} in mesh "${state.name}"; pods: ${state.plan.pods.map((p) => p.key).join(', ')}`);
   return pod;
+}
+
+function objectId(o: KubeObject): string {
+  return `${o.kind}/${o.kind === 'Namespace' ? '' : (o.metadata.namespace ?? 'default')}/${o.metadata.name}`;
+}
+
+/** Waits until each node agent has brought every pod to what its labels ask for. */
+async function waitForEnrollment(state: LocalState, objects: KubeObject[], timeoutMs = 20_000): Promise<void> {
+  await waitFor('the node agents to follow the labels', async () => {
+    const r = await redirections(state);
+    return state.plan.pods.every((p) => (wantsAmbient(objects, p.namespace, p.name) ? r[p.key] === 'enabled' : r[p.key] === undefined));
+  }, timeoutMs, 100);
+}
+
+/**
+ * `kubectl apply` for a local mesh: objects in the file are created or updated (nothing is
+ * pruned). New pods are created through the CNI chain and started; running pods may change
+ * only their labels. Everything is checked before anything changes.
+ */
+export async function apply(o: { stateRoot: string; name: string; file: string; say: (l: string) => void }): Promise<LocalState> {
+  await checkPrerequisites();
+  const state = await readState(o.stateRoot, o.name);
+  if (!state) throw new Error(`no local mesh named "${o.name}" is up; start one with \`ambit local up -f DIR\``);
+  const stored = await readObjects(join(state.dir, 'config'));
+  const incoming = await readObjects(o.file);
+  const merged = new Map(stored.map((obj) => [objectId(obj), obj]));
+  let changed = 0;
+  for (const obj of incoming) {
+    const id = objectId(obj);
+    const old = merged.get(id);
+    const next: KubeObject = old ? { ...obj, metadata: { ...obj.metadata, ...(old.metadata.uid ? { uid: old.metadata.uid } : {}) }, ...(old.status ? { status: old.status } : {}) } : obj;
+    if (old && JSON.stringify({ ...old, source: undefined }) === JSON.stringify({ ...next, source: undefined })) continue;
+    merged.set(id, next);
+    changed++;
+  }
+  const objects = [...merged.values()];
+  const dirOf = (obj: KubeObject): string => dirname(resolve((obj.source ?? o.file).replace(/ \(document \d+\)$/, '')));
+  const plan = planMesh(state.name, state.plan.nodes.length, objects, dirOf, state.plan);
+  const had = new Set(state.plan.pods.map((p) => p.key));
+  const fresh = plan.pods.filter((p) => !had.has(p.key));
+  // planMesh marks every pod Pending; running pods keep their status
+  const statusOf = new Map(stored.filter((x) => x.kind === 'Pod').map((x) => [objectId(x), x.status]));
+  const withStatus = plan.objects.map((obj) => (obj.kind === 'Pod' && statusOf.has(objectId(obj)) ? { ...obj, status: statusOf.get(objectId(obj)) } : obj));
+  const { objects: _objects, ...planView } = plan;
+  state.plan = planView;
+  await writeState(state);
+  await writeConfig(state.dir, withStatus);
+  for (const pod of fresh) await createPod(state, plan, pod);
+  for (const pod of fresh) startPod(state, pod);
+  for (const pod of plan.pods) await writeFile(join(`/etc/netns/${pod.netns}`, 'hosts'), hostsFile(plan, pod));
+  await writeState(state);
+  if (fresh.length) {
+    const running = withStatus.map((obj) => (obj.kind === 'Pod' && fresh.some((p) => objectId(obj) === `Pod/${p.namespace}/${p.name}`) ? { ...obj, status: { ...obj.status, phase: 'Running' } } : obj));
+    await writeConfig(state.dir, running);
+    await waitForConfig(plan, plan.pods.length);
+  }
+  await waitForEnrollment(state, withStatus);
+  o.say(`${changed} object(s) created or changed, ${fresh.length} new pod(s) started`);
+  return state;
+}
+
+/** Parses kubectl-style label changes: `key=value` sets, `key-` removes. */
+export function parseLabelChanges(changes: string[]): { set: Record<string, string>; remove: string[] } {
+  const set: Record<string, string> = {};
+  const remove: string[] = [];
+  const KEY = /^([a-z0-9]([-a-z0-9.]*[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+  const VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
+  for (const c of changes) {
+    if (c.endsWith('-') && !c.includes('=')) {
+      const k = c.slice(0, -1);
+      if (!KEY.test(k)) throw new Error(`"${k}" is not a valid label key`);
+      remove.push(k);
+      continue;
+    }
+    const i = c.indexOf('=');
+    if (i <= 0) throw new Error(`"${c}" is not a label change; use key=value or key-`);
+    const k = c.slice(0, i);
+    const v = c.slice(i + 1);
+    if (!KEY.test(k)) throw new Error(`"${k}" is not a valid label key`);
+    if (!VALUE.test(v)) throw new Error(`"${v}" is not a valid label value`);
+    set[k] = v;
+  }
+  if (Object.keys(set).length + remove.length === 0) throw new Error('no label changes given');
+  return { set, remove };
+}
+
+/** `kubectl label` for a local mesh: changes a Namespace's or Pod's labels; running pods are enrolled or released without restart. */
+export async function label(o: { stateRoot: string; name: string; kind: 'namespace' | 'pod'; ref: string; changes: string[]; say: (l: string) => void }): Promise<void> {
+  await checkPrerequisites();
+  const state = await readState(o.stateRoot, o.name);
+  if (!state) throw new Error(`no local mesh named "${o.name}" is up; start one with \`ambit local up -f DIR\``);
+  const { set, remove } = parseLabelChanges(o.changes);
+  const objects = await readObjects(join(state.dir, 'config'));
+  const [ns, name] = o.kind === 'namespace' ? ['', o.ref] : o.ref.includes('/') ? (o.ref.split('/', 2) as [string, string]) : ['default', o.ref];
+  const target = objects.find((x) => (o.kind === 'namespace' ? x.kind === 'Namespace' && x.metadata.name === name : x.kind === 'Pod' && x.metadata.name === name && (x.metadata.namespace ?? 'default') === ns));
+  if (!target) throw new Error(`no ${o.kind} ${o.ref} in mesh "${state.name}"`);
+  const labels = { ...(target.metadata.labels ?? {}), ...set };
+  for (const k of remove) delete labels[k];
+  target.metadata = { ...target.metadata, labels };
+  await writeConfig(state.dir, objects);
+  await waitForEnrollment(state, objects);
+  o.say(`${o.kind} ${o.ref} labelled`);
 }

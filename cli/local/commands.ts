@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { Command, Option } from 'commander';
-import { down, findPod, netnsPath, readState, up, PrerequisiteError, checkPrerequisites, type LocalState } from './cluster.js';
+import { apply, down, findPod, label, netnsPath, readState, redirections, up, PrerequisiteError, checkPrerequisites, type LocalState } from './cluster.js';
 import { alive } from './system.js';
 import { httpInNetns } from '../../shared/netns/http.js';
 
@@ -18,7 +18,7 @@ async function mustState(root: string, name: string): Promise<LocalState> {
 }
 
 /** The status view: nodes, pods and services of a local mesh. */
-export function statusView(s: LocalState): { nodes: unknown[]; pods: unknown[]; services: unknown[] } {
+export function statusView(s: LocalState, redirection: Record<string, string>): { nodes: unknown[]; pods: unknown[]; services: unknown[] } {
   const z = (node: string) => s.processes.find((p) => p.role === 'ztunnel' && p.name === node);
   return {
     nodes: s.plan.nodes.map((n) => ({
@@ -35,18 +35,19 @@ export function statusView(s: LocalState): { nodes: unknown[]; pods: unknown[]; 
       node: p.node,
       ip: p.ip,
       netns: p.netns,
-      captured: s.captured.includes(p.key),
+      captured: redirection[p.key] === 'enabled',
+      redirection: redirection[p.key] ?? 'none',
       running: s.processes.filter((x) => x.role === 'pod' && x.name.startsWith(`${p.key}/`)).every((x) => alive(x.pid)),
     })),
     services: s.plan.services.map((v) => ({ name: v.key, vip: v.vip, ports: v.ports.map((p) => `${p.port}→${p.targetPort}`).join(','), hostname: v.hostnames[0] })),
   };
 }
 
-function printStatus(s: LocalState): void {
-  const v = statusView(s) as { nodes: Record<string, string>[]; pods: Record<string, unknown>[]; services: Record<string, string>[] };
+async function printStatus(s: LocalState): Promise<void> {
+  const v = statusView(s, await redirections(s)) as { nodes: Record<string, string>[]; pods: Record<string, unknown>[]; services: Record<string, string>[] };
   console.log(table([['NODE', 'NETNS', 'IP', 'ZTUNNEL', 'METRICS', 'ADMIN'], ...v.nodes.map((n) => [n.name!, n.netns!, n.ip!, n.ztunnel!, n.metrics!, n.admin!])]));
   console.log();
-  console.log(table([['NAMESPACE', 'POD', 'NODE', 'IP', 'NETNS', 'CAPTURED', 'RUNNING'], ...v.pods.map((p) => [String(p.namespace), String(p.name), String(p.node), String(p.ip), String(p.netns), p.captured ? 'yes' : 'no', p.running ? 'yes' : 'no'])]));
+  console.log(table([['NAMESPACE', 'POD', 'NODE', 'IP', 'NETNS', 'CAPTURED', 'RUNNING'], ...v.pods.map((p) => [String(p.namespace), String(p.name), String(p.node), String(p.ip), String(p.netns), p.captured ? 'yes' : p.redirection === 'pending' ? 'pending' : 'no', p.running ? 'yes' : 'no'])]));
   console.log();
   console.log(table([['SERVICE', 'VIP', 'PORTS', 'HOSTNAME'], ...v.services.map((x) => [x.name!, x.vip!, x.ports!, x.hostname!])]));
 }
@@ -113,8 +114,26 @@ export function localCommand(): Command {
       if (o.replace) await down(o.stateDir, o.name, (l) => console.log(l));
       const s = await up({ file: o.file, nodes, name: o.name, stateRoot: o.stateDir, say: (l) => console.log(l), certTtlSeconds: Number(o.certTtl) });
       console.log();
-      printStatus(s);
+      await printStatus(s);
       if (o.tour) await tour(s);
+    });
+
+  common(local.command('apply'))
+    .description('create or update objects in a running local mesh (new pods start; running pods may change labels only)')
+    .requiredOption('-f, --file <path>', 'YAML file or folder')
+    .action(async (o: { file: string; name: string; stateDir: string }) => {
+      await apply({ stateRoot: o.stateDir, name: o.name, file: o.file, say: (l) => console.log(l) });
+    });
+
+  common(local.command('label'))
+    .description('change labels of a namespace or pod, like kubectl label: `ambit local label ns shop istio.io/dataplane-mode=ambient`')
+    .argument('<kind>', 'ns|namespace|pod')
+    .argument('<name>', 'NAME for a namespace, NAMESPACE/NAME for a pod')
+    .argument('<changes...>', 'key=value to set, key- to remove')
+    .action(async (kind: string, name: string, changes: string[], o: { name: string; stateDir: string }) => {
+      const k = kind === 'ns' || kind === 'namespace' || kind === 'namespaces' ? 'namespace' : kind === 'pod' || kind === 'pods' || kind === 'po' ? 'pod' : null;
+      if (!k) throw new Error(`cannot label "${kind}": use ns or pod`);
+      await label({ stateRoot: o.stateDir, name: o.name, kind: k, ref: name, changes, say: (l) => console.log(l) });
     });
 
   common(local.command('down'))
@@ -129,8 +148,8 @@ export function localCommand(): Command {
     .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))
     .action(async (o: { name: string; stateDir: string; output: string }) => {
       const s = await mustState(o.stateDir, o.name);
-      if (o.output === 'json') console.log(JSON.stringify(statusView(s), null, 2));
-      else printStatus(s);
+      if (o.output === 'json') console.log(JSON.stringify(statusView(s, await redirections(s)), null, 2));
+      else await printStatus(s);
     });
 
   common(local.command('exec'))

@@ -92,7 +92,14 @@ function containerSpecs(o: KubeObject): PodPlan['containers'] {
  * round robin, gives every node, pod and service an address, and checks everything it
  * needs so that `up` fails before creating anything.
  */
-export function planMesh(name: string, nodeCount: number, objects: KubeObject[], dirOf: (o: KubeObject) => string): MeshPlan {
+export function planMesh(
+  name: string,
+  nodeCount: number,
+  objects: KubeObject[],
+  dirOf: (o: KubeObject) => string,
+  /** a running mesh's plan: its pods keep their node, IP and netns, its services their VIP */
+  previous?: Pick<MeshPlan, 'pods' | 'services'>,
+): MeshPlan {
   if (!Number.isInteger(nodeCount) || nodeCount < 1 || nodeCount > 50) throw new ConfigError(`--nodes must be a whole number from 1 to 50, got ${nodeCount}`);
   const nodes: NodePlan[] = nodeNames(nodeCount).map((n, i) => ({
     name: n,
@@ -114,19 +121,35 @@ export function planMesh(name: string, nodeCount: number, objects: KubeObject[],
   const out: KubeObject[] = [];
   const pods: PodPlan[] = [];
   const perNode = new Map<string, number>();
+  const usedIps = new Set(previous?.pods.map((p) => p.ip) ?? []);
+  const prevPods = new Map(previous?.pods.map((p) => [p.key, p]) ?? []);
+  let nextIndex = Math.max(0, ...(previous?.pods.map((p) => Number(p.netns.slice(p.netns.lastIndexOf('-') + 1))) ?? []));
   let rr = 0;
   for (const o of objects) {
     if (o.kind !== 'Pod') continue;
     const p = podInfo(o);
+    const before = prevPods.get(`${p.namespace}/${p.name}`);
+    if (before) {
+      if (p.nodeName && p.nodeName !== before.node) throw new ConfigError(`${o.source}: Pod "${before.key}": spec.nodeName cannot change on a running pod (it runs on ${before.node})`);
+      if (p.serviceAccount !== before.serviceAccount) throw new ConfigError(`${o.source}: Pod "${before.key}": spec.serviceAccountName cannot change on a running pod`);
+      if (JSON.stringify(containerSpecs(o)) !== JSON.stringify(before.containers)) throw new ConfigError(`${o.source}: Pod "${before.key}": containers cannot change on a running pod (only labels can)`);
+      pods.push({ ...before, ambient: isAmbient(p, nsLabels.get(p.namespace)) });
+      perNode.set(before.node, (perNode.get(before.node) ?? 0) + 1);
+      continue;
+    }
     if (p.hostNetwork) throw new ConfigError(`${o.source}: Pod "${p.namespace}/${p.name}": hostNetwork pods are not supported in local mode`);
     if (p.namespace !== 'default' && !nsLabels.has(p.namespace)) throw new ConfigError(`${o.source}: Pod "${p.namespace}/${p.name}": namespace "${p.namespace}" is not defined`);
-    const node = p.nodeName ?? nodes[rr++ % nodes.length]!.name;
+    // new pods into a running mesh go to the least loaded node; a fresh mesh deals them round robin
+    const leastLoaded = (): string => [...nodes].sort((a, b) => (perNode.get(a.name) ?? 0) - (perNode.get(b.name) ?? 0))[0]!.name;
+    const node = p.nodeName ?? (previous ? leastLoaded() : nodes[rr++ % nodes.length]!.name);
     const ni = nodes.findIndex((n) => n.name === node);
     if (ni < 0) throw new ConfigError(`${o.source}: Pod "${p.namespace}/${p.name}": spec.nodeName "${node}" is not one of ${nodes.map((n) => n.name).join(', ')}`);
-    const slot = (perNode.get(node) ?? 0) + 1;
-    if (slot > 200) throw new ConfigError(`node ${node} has more than 200 pods`);
-    perNode.set(node, slot);
-    const index = pods.length + 1;
+    let slot = 11;
+    while (usedIps.has(`${POD_PREFIX}.${ni + 1}.${slot}`)) slot++;
+    if (slot > 210) throw new ConfigError(`node ${node} has more than 200 pods`);
+    usedIps.add(`${POD_PREFIX}.${ni + 1}.${slot}`);
+    perNode.set(node, (perNode.get(node) ?? 0) + 1);
+    const index = ++nextIndex;
     pods.push({
       key: `${p.namespace}/${p.name}`,
       name: p.name,
@@ -135,7 +158,7 @@ export function planMesh(name: string, nodeCount: number, objects: KubeObject[],
       serviceAccount: p.serviceAccount,
       node,
       netns: `${name}-pod-${index}`,
-      ip: `${POD_PREFIX}.${ni + 1}.${10 + slot}`,
+      ip: `${POD_PREFIX}.${ni + 1}.${slot}`,
       hostLink: `v${index}`,
       ambient: isAmbient(p, nsLabels.get(p.namespace)),
       containers: containerSpecs(o),
@@ -151,6 +174,8 @@ export function planMesh(name: string, nodeCount: number, objects: KubeObject[],
     if (s.clusterIP && usedVips.has(s.clusterIP)) throw new ConfigError(`${o.source}: Service "${ns}/${o.metadata.name}": clusterIP ${s.clusterIP} is already used by another Service`);
     if (s.clusterIP) usedVips.add(s.clusterIP);
   }
+  const prevVips = new Map(previous?.services.map((v) => [v.key, v.vip]) ?? []);
+  for (const v of prevVips.values()) usedVips.add(v);
   let nextVip = 10;
   const podByKey = new Map(pods.map((p) => [p.key, p]));
   for (const o of objects) {
@@ -166,7 +191,10 @@ export function planMesh(name: string, nodeCount: number, objects: KubeObject[],
     }
     if (o.kind === 'Service') {
       const s = serviceSpec(o);
-      let vip = s.clusterIP;
+      const ns0 = o.metadata.namespace ?? 'default';
+      const had = prevVips.get(`${ns0}/${o.metadata.name}`);
+      if (had && s.clusterIP && s.clusterIP !== had) throw new ConfigError(`${o.source}: Service "${ns0}/${o.metadata.name}": spec.clusterIP cannot change (it is ${had})`);
+      let vip = s.clusterIP ?? had ?? null;
       if (!vip) {
         do vip = `${SERVICE_PREFIX}.0.${nextVip++}`;
         while (usedVips.has(vip));

@@ -140,6 +140,8 @@ export class AgentClient {
 
   /** Sends a message and resolves with ztunnel's ack (rejects if it refused). */
   async send(msg: AgentRequest, timeoutMs = 15_000): Promise<void> {
+    // a closed socket never answers: fail now rather than after the timeout
+    if (this.sock.destroyed || !this.sock.writable) throw new Error('ztunnel closed the node-agent socket');
     const id = this.nextId++;
     const ack = await new Promise<AgentAck>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -159,6 +161,12 @@ export class AgentClient {
       this.sock.write(encodeFrame({ ...msg, id }));
     });
     if (!ack.ok) throw new Error(`ztunnel refused ${msg.type}: ${ack.error ?? 'no reason given'}`);
+  }
+
+  /** Called once when the connection to ztunnel is gone. */
+  onClose(fn: () => void): void {
+    if (this.sock.destroyed) fn();
+    else this.sock.once('close', fn);
   }
 
   close(): void {

@@ -315,3 +315,18 @@ export async function checkRedirectTools(run: CommandRunner = defaultRunner): Pr
     }
   }
 }
+
+/**
+ * Stops new captures in a pod (its nat redirects go) but keeps the connmark return path,
+ * so connections ztunnel already carries for the pod finish normally. Used when a pod
+ * leaves the mesh while it runs; removePodRules clears the rest when the pod goes away.
+ */
+export async function stopPodCapture(netnsPath: string, run: CommandRunner = defaultRunner): Promise<void> {
+  const exec = inNs(run, netnsPath);
+  for (const family of [4, 6] as const) {
+    const text = await save(exec, family, true);
+    if (text === undefined) continue;
+    const removal = removalText(parseSavedTables(text).filter((t) => t.table === 'nat'));
+    if (removal) await exec(iptablesCmd(family, 'restore'), ['-w', '10', '--noflush'], removal);
+  }
+}

@@ -1,7 +1,7 @@
 import { watch, type FSWatcher } from 'node:fs';
 import { EventEmitter } from 'node:events';
-import { readObjects, type KubeObject } from '../shared/config/objects.js';
-import type { Logger } from '../shared/telemetry/log.js';
+import { readObjects, type KubeObject } from './objects.js';
+import type { Logger } from '../telemetry/log.js';
 
 /** Kubernetes-style objects from a folder (or file) of YAML, re-read when it changes. */
 export class FileSource extends EventEmitter<{ change: [KubeObject[]] }> {
