@@ -277,6 +277,36 @@ function cpuAll(zs: Ztunnel[]): Record<string, number> {
   return Object.fromEntries(zs.map((z) => [z.node, cpuSeconds(z.pid)]));
 }
 
+/** pids of every process of the mesh (control plane, ztunnels, pod commands), from the state file */
+let meshPids: number[] = [];
+
+/**
+ * CPU seconds used on the whole machine, and by this bench (itself and its finished children: the
+ * load generators) plus the mesh's processes. The difference is load from *other* processes,
+ * i.e. how noisy the machine was during a run.
+ */
+function machineCpu(): { busy: number; ours: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal guest guest_nice (guest time is already in user)
+  const busy = (line[0]! + line[1]! + line[2]! + line[5]! + line[6]! + (line[7] ?? 0)) / clockTicks;
+  const self = readFileSync('/proc/self/stat', 'utf8');
+  const rest = self.slice(self.lastIndexOf(')') + 2).split(' ');
+  let ours = (Number(rest[11]) + Number(rest[12]) + Number(rest[13]) + Number(rest[14])) / clockTicks;
+  for (const pid of meshPids) {
+    try {
+      ours += cpuSeconds(pid);
+    } catch {
+      /* exited */
+    }
+  }
+  return { busy, ours };
+}
+
+/** vCPU used by processes that are not the bench's or the mesh's, between two machineCpu() readings. */
+function otherLoad(a: { busy: number; ours: number }, b: { busy: number; ours: number }, seconds: number): number {
+  return Math.max(0, b.busy - a.busy - (b.ours - a.ours)) / seconds;
+}
+
 function metricSum(text: string, name: string): number {
   let sum = 0;
   for (const line of text.split('\n')) {
@@ -328,6 +358,8 @@ interface BulkRun {
   seconds?: number;
   bytes?: number;
   ztunnelCpuSeconds?: Record<string, number>;
+  /** vCPU used meanwhile by processes outside the bench and the mesh (noise) */
+  otherVcpu?: number;
 }
 
 interface LatencyRun {
@@ -346,16 +378,21 @@ interface LatencyRun {
   ztunnelCpuPer1000?: Record<string, number>;
   ztunnelVcpu?: Record<string, number>;
   ztunnelMemory?: Record<string, { rssMiB: number; hwmMiB: number }>;
+  /** vCPU used meanwhile by processes outside the bench and the mesh (noise) */
+  otherVcpu?: number;
 }
 
 type Run = BulkRun | LatencyRun;
 
 async function bulkRun(p: BenchPath, rep: number, w: Workload, zs: Ztunnel[]): Promise<BulkRun> {
   const before = cpuAll(zs);
+  const m0 = machineCpu();
+  const t0 = process.hrtime.bigint();
   try {
     const r = await tool(p.client.netns, 'bulk.mjs', ['--host', p.server.ip, '--port', String(SINK_PORT), '--bytes', String(w.bulkBytes), '--timeout', String(w.bulkTimeoutS)], w.bulkTimeoutS + 15);
     const after = cpuAll(zs);
-    return { kind: 'bulk', rep, path: p.name, ok: true, gbps: r.gbps as number, seconds: r.seconds as number, bytes: r.bytes as number, ztunnelCpuSeconds: diff(after, before) };
+    const other = otherLoad(m0, machineCpu(), Number(process.hrtime.bigint() - t0) / 1e9);
+    return { kind: 'bulk', rep, path: p.name, ok: true, gbps: r.gbps as number, seconds: r.seconds as number, bytes: r.bytes as number, ztunnelCpuSeconds: diff(after, before), otherVcpu: other };
   } catch (err) {
     return { kind: 'bulk', rep, path: p.name, ok: false, error: (err as Error).message };
   }
@@ -363,6 +400,7 @@ async function bulkRun(p: BenchPath, rep: number, w: Workload, zs: Ztunnel[]): P
 
 async function latencyRun(p: BenchPath, rep: number, w: Workload, zs: Ztunnel[]): Promise<LatencyRun> {
   const before = cpuAll(zs);
+  const m0 = machineCpu();
   const t0 = process.hrtime.bigint();
   try {
     const r = await tool(
@@ -373,6 +411,7 @@ async function latencyRun(p: BenchPath, rep: number, w: Workload, zs: Ztunnel[])
     );
     const wall = Number(process.hrtime.bigint() - t0) / 1e9;
     const cpu = diff(cpuAll(zs), before);
+    const other = otherLoad(m0, machineCpu(), wall);
     const sent = r.sent as number;
     return {
       kind: 'latency',
@@ -390,6 +429,7 @@ async function latencyRun(p: BenchPath, rep: number, w: Workload, zs: Ztunnel[])
       // over the generator's whole life (process start, connect, warm-up, run, drain)
       ztunnelVcpu: Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, v / wall])),
       ztunnelMemory: Object.fromEntries(zs.map((z) => [z.node, memory(z.pid)])),
+      otherVcpu: other,
     };
   } catch (err) {
     return { kind: 'latency', rep, path: p.name, ok: false, error: (err as Error).message };
@@ -496,8 +536,8 @@ function markdownTable(rows: Row[]): string {
 
 function runsTable(runs: Run[], zs: Ztunnel[]): string {
   const lines = [
-    `| rep | path | bulk Gbit/s | p50 ms | p90 ms | p99 ms | max ms | lost | ${zs.map((z) => `${z.node} CPU s/1000 req`).join(' | ')} |`,
-    `|---:|---|---:|---:|---:|---:|---:|---:|${zs.map(() => '---:').join('|')}|`,
+    `| rep | path | bulk Gbit/s | p50 ms | p90 ms | p99 ms | max ms | lost | ${zs.map((z) => `${z.node} CPU s/1000 req`).join(' | ')} | other load vCPU (bulk, latency) |`,
+    `|---:|---|---:|---:|---:|---:|---:|---:|${zs.map(() => '---:').join('|')}|---:|`,
   ];
   const reps = [...new Set(runs.map((r) => r.rep))].sort((a, b) => a - b);
   for (const rep of reps) {
@@ -509,7 +549,7 @@ function runsTable(runs: Run[], zs: Ztunnel[]): string {
       lines.push(
         `| ${rep} | ${PATH_LABEL[path]} | ${b ? (b.ok ? b.gbps!.toFixed(2) : 'failed') : 'n/a'} | ${cell(lm?.p50, 3)} | ${cell(lm?.p90, 3)} | ${cell(lm?.p99, 3)} | ${cell(lm?.max, 3)} | ${l?.ok ? l.lost : 'n/a'} | ${zs
           .map((z) => cell(l?.ztunnelCpuPer1000?.[z.node], 4))
-          .join(' | ')} |`,
+          .join(' | ')} | ${b?.otherVcpu?.toFixed(2) ?? 'n/a'}, ${l?.otherVcpu?.toFixed(2) ?? 'n/a'} |`,
       );
     }
   }
@@ -572,6 +612,9 @@ async function main(): Promise<void> {
   const mach = machine();
   say(`ambit bench${o.quick ? ' (quick)' : ''}: ${o.repeat} repetition(s); ${mach.nproc} CPU(s) ${mach.cpuModel}, kernel ${mach.kernel}, node ${mach.node}, load ${(mach.loadavgAtStart as number[]).join(' ')}`);
 
+  const load0 = os.loadavg()[0]!;
+  if (load0 > 0.5 * os.availableParallelism()) say(`note: the machine is already busy (load average ${load0.toFixed(2)} on ${os.availableParallelism()} CPUs): expect noisy numbers`);
+
   if (await leftovers(o.name)) {
     say(`a mesh named "${o.name}" is left over from an earlier run: removing it`);
     meshMayExist = true;
@@ -617,6 +660,7 @@ async function main(): Promise<void> {
   }
 
   const state = JSON.parse(await readFile(join(STATE_ROOT, o.name, 'state.json'), 'utf8')) as StateFile;
+  meshPids = state.processes.map((p) => p.pid);
   const zs: Ztunnel[] = state.processes
     .filter((p) => p.role === 'ztunnel')
     .map((p) => {
@@ -676,11 +720,11 @@ async function main(): Promise<void> {
           say(`rep ${rep}: ${kind} ${PATH_LABEL[name]}: FAILED: ${r.error}`);
           continue;
         }
-        if (r.kind === 'bulk') say(`rep ${rep}: bulk    ${PATH_LABEL[name].padEnd(8)} ${r.gbps!.toFixed(2)} Gbit/s (${r.seconds!.toFixed(2)} s; ztunnel CPU ${zs.map((z) => `${z.node} ${r.ztunnelCpuSeconds![z.node]!.toFixed(2)} s`).join(', ')})`);
+        if (r.kind === 'bulk') say(`rep ${rep}: bulk    ${PATH_LABEL[name].padEnd(8)} ${r.gbps!.toFixed(2)} Gbit/s (${r.seconds!.toFixed(2)} s; ztunnel CPU ${zs.map((z) => `${z.node} ${r.ztunnelCpuSeconds![z.node]!.toFixed(2)} s`).join(', ')}; other load ${r.otherVcpu!.toFixed(2)} vCPU)`);
         else {
           const l = r.latencyMs!;
           say(
-            `rep ${rep}: latency ${PATH_LABEL[name].padEnd(8)} p50 ${l.p50!.toFixed(3)} p90 ${l.p90!.toFixed(3)} p99 ${l.p99!.toFixed(3)} max ${l.max!.toFixed(3)} ms, lost ${r.lost}; ztunnel CPU/1000 req ${zs.map((z) => `${z.node} ${r.ztunnelCpuPer1000![z.node]!.toFixed(4)} s`).join(', ')}`,
+            `rep ${rep}: latency ${PATH_LABEL[name].padEnd(8)} p50 ${l.p50!.toFixed(3)} p90 ${l.p90!.toFixed(3)} p99 ${l.p99!.toFixed(3)} max ${l.max!.toFixed(3)} ms, lost ${r.lost}; ztunnel CPU/1000 req ${zs.map((z) => `${z.node} ${r.ztunnelCpuPer1000![z.node]!.toFixed(4)} s`).join(', ')}; other load ${r.otherVcpu!.toFixed(2)} vCPU`,
           );
         }
       }
@@ -692,11 +736,13 @@ async function main(): Promise<void> {
   const finalMemory = Object.fromEntries(zs.map((z) => [z.node, memory(z.pid)]));
   const bulkLabel = w.bulkBytes >= 1024 ** 3 ? `${w.bulkBytes / 1024 ** 3} GiB` : `${w.bulkBytes / 1024 ** 2} MiB`;
   const doneReps = new Set(runs.map((r) => r.rep)).size;
+  const others = runs.map((r) => r.otherVcpu).filter((x): x is number => x !== undefined);
   const header = [
     `${o.profile ? 'PROFILED (V8 profiler running in the ztunnels: slower than normal, do not publish) ' : ''}ambit bench${o.quick ? ' (quick)' : ''}, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC: median of ${doneReps} repetition(s), direct and ambit L4 alternating on the same path`,
     `(pod netns → veth → node-1 → fabric → node-2 → veth → pod netns). Bulk: ${bulkLabel} over one TCP connection. Latency: open loop,`,
     `${w.rate} rps of ${w.size} B requests and ${w.size} B responses over ${w.conns} connections for ${w.durationS} s (after ${w.warmupS} s warm-up), measured from the scheduled send time.`,
-    `Ratios and differences are medians of the per-repetition pairs. Machine: ${mach.nproc} CPU(s) ${mach.cpuModel}, kernel ${mach.kernel}, node ${mach.node}.`,
+    `Ratios and differences are medians of the per-repetition pairs. Machine: ${mach.nproc} CPU(s) ${mach.cpuModel}, kernel ${mach.kernel}, node ${mach.node};`,
+    `load average ${load0.toFixed(2)} at the start, ${os.loadavg()[0]!.toFixed(2)} at the end; CPU used by other processes during the runs: median ${fmt(median(others), 2)}, max ${others.length ? Math.max(...others).toFixed(2) : 'n/a'} vCPU.`,
   ].join('\n');
   const table = markdownTable(rows);
   const perRun = runsTable(runs, zs);
@@ -707,7 +753,7 @@ async function main(): Promise<void> {
     bench: 'ambit L4 vs direct',
     date: new Date().toISOString(),
     commit: await gitCommit(),
-    machine: mach,
+    machine: { ...mach, loadavgAtEnd: os.loadavg().map((x) => Math.round(x * 100) / 100) },
     options: { quick: o.quick, repeat: o.repeat, repetitionsDone: doneReps, skippedForTimeBudget: skipped, mesh: o.name, profiling: o.profile },
     workload: w,
     setup: {

@@ -302,10 +302,10 @@ export function interpret(p: Extract<Plan, { kind: 'call' }>, outcome: AgentOutc
     return problem ? fail(CniCode.NOT_AVAILABLE, problem.msg, problem.details) : ok;
   }
   if (problem) return fail(problem.transient ? CniCode.TRY_AGAIN_LATER : CniCode.IO_FAILURE, problem.msg, problem.details);
-  if (command === 'ADD') {
+  if (command === 'ADD' && outcome.kind === 'answer') {
     let answer: unknown;
     try {
-      answer = JSON.parse((outcome as { body: string }).body);
+      answer = JSON.parse(outcome.body);
     } catch {
       answer = undefined;
     }

@@ -13,6 +13,16 @@ import { httpInNetns } from '../../shared/netns/http.js';
 import { CONTROL_PORT, hostsFile, planMesh, type MeshPlan, type NodePlan, type PodPlan } from './topology.js';
 import { alive, deleteNetns, ipBatch, listNetns, run, spawnInNetns, stopGroup, waitFor } from './system.js';
 
+/** A process of the mesh; daemons keep how they were started so they can be restarted. */
+export interface MeshProcess {
+  role: 'control' | 'ztunnel' | 'agent' | 'pod';
+  name: string;
+  pid: number;
+  log: string;
+  netns?: string;
+  argv?: string[];
+}
+
 /** What `local up` made, kept on disk so `status`, `exec` and `down` find it. */
 export interface LocalState {
   name: string;
@@ -21,7 +31,7 @@ export interface LocalState {
   plan: Omit<MeshPlan, 'objects'>;
   netns: string[];
   hostsDirs: string[];
-  processes: { role: 'control' | 'ztunnel' | 'agent' | 'pod'; name: string; pid: number; log: string }[];
+  processes: MeshProcess[];
   ready: boolean;
 }
 
@@ -200,7 +210,7 @@ async function buildFabric(state: LocalState, plan: MeshPlan, say: (l: string) =
 
 async function startControl(state: LocalState, plan: MeshPlan, o: UpOptions): Promise<void> {
   const log = join(state.dir, 'logs', 'control.log');
-  const pid = spawnInNetns(plan.fabric.netns, [
+  const argv = [
     process.execPath, CONTROL_MAIN,
     '--config', join(state.dir, 'config'),
     '--ca-cert', join(state.dir, 'ca', 'root-cert.pem'),
@@ -209,8 +219,9 @@ async function startControl(state: LocalState, plan: MeshPlan, o: UpOptions): Pr
     '--listen', `${plan.fabric.ip}:${CONTROL_PORT}`,
     '--ip', plan.fabric.ip,
     '--cert-ttl', String(o.certTtlSeconds ?? 86400),
-  ], { log });
-  state.processes.push({ role: 'control', name: 'control', pid, log });
+  ];
+  const pid = spawnInNetns(plan.fabric.netns, argv, { log });
+  state.processes.push({ role: 'control', name: 'control', pid, log, netns: plan.fabric.netns, argv });
   await writeState(state);
   o.say(`control plane: ${plan.fabric.ip}:${CONTROL_PORT} (pid ${pid})`);
 }
@@ -218,15 +229,16 @@ async function startControl(state: LocalState, plan: MeshPlan, o: UpOptions): Pr
 async function startZtunnels(state: LocalState, plan: MeshPlan, say: (l: string) => void): Promise<void> {
   for (const n of plan.nodes) {
     const log = join(state.dir, 'logs', `ztunnel-${n.name}.log`);
-    const pid = spawnInNetns(n.netns, [
+    const argv = [
       process.execPath, ZTUNNEL_MAIN,
       '--node', n.name,
       '--control', `${plan.fabric.ip}:${CONTROL_PORT}`,
       '--ca-root', join(state.dir, 'ca', 'root-cert.pem'),
       '--token-file', join(state.dir, 'ca', `${n.name}.token`),
       '--agent-socket', nodeFiles(state.dir, n.name).ztunnelSocket,
-    ], { log });
-    state.processes.push({ role: 'ztunnel', name: n.name, pid, log });
+    ];
+    const pid = spawnInNetns(n.netns, argv, { log });
+    state.processes.push({ role: 'ztunnel', name: n.name, pid, log, netns: n.netns, argv });
   }
   await writeState(state);
   for (const n of plan.nodes) {
@@ -266,7 +278,7 @@ async function startAgents(state: LocalState, plan: MeshPlan, say: (l: string) =
   for (const n of plan.nodes) {
     const f = nodeFiles(state.dir, n.name);
     const log = join(state.dir, 'logs', `cni-agent-${n.name}.log`);
-    const pid = spawnInNetns(n.netns, [
+    const argv = [
       process.execPath, AGENT_MAIN,
       '--node', n.name,
       '--config', join(state.dir, 'config'),
@@ -276,8 +288,9 @@ async function startAgents(state: LocalState, plan: MeshPlan, say: (l: string) =
       '--cni-conf-dir', f.confDir,
       '--cni-bin-dir', f.binDir,
       '--annotations', f.annotations,
-    ], { log });
-    state.processes.push({ role: 'agent', name: n.name, pid, log });
+    ];
+    const pid = spawnInNetns(n.netns, argv, { log });
+    state.processes.push({ role: 'agent', name: n.name, pid, log, netns: n.netns, argv });
   }
   await writeState(state);
   for (const n of plan.nodes) {
@@ -480,4 +493,34 @@ export async function label(o: { stateRoot: string; name: string; kind: 'namespa
   await writeConfig(state.dir, objects);
   await waitForEnrollment(state, objects);
   o.say(`${o.kind} ${o.ref} labelled`);
+}
+
+/** Stops a daemon of a running mesh (control plane, or a node's ztunnel or agent), e.g. to see the mesh fail closed. */
+export async function stopDaemon(o: { stateRoot: string; name: string; role: 'control' | 'ztunnel' | 'agent'; node?: string }): Promise<MeshProcess> {
+  const state = await readState(o.stateRoot, o.name);
+  if (!state) throw new Error(`no local mesh named "${o.name}" is up`);
+  const p = state.processes.find((x) => x.role === o.role && (o.role === 'control' || x.name === o.node));
+  if (!p) throw new Error(o.role === 'control' ? 'no control plane in this mesh' : `no ${o.role} on node "${o.node ?? ''}"; nodes: ${state.plan.nodes.map((n) => n.name).join(', ')}`);
+  await stopGroup(p.pid);
+  return p;
+}
+
+/** Starts a daemon again the way `up` started it (restarting it if it runs). */
+export async function startDaemon(o: { stateRoot: string; name: string; role: 'control' | 'ztunnel' | 'agent'; node?: string }): Promise<MeshProcess> {
+  const state = await readState(o.stateRoot, o.name);
+  if (!state) throw new Error(`no local mesh named "${o.name}" is up`);
+  const p = await stopDaemon(o);
+  if (!p.argv || !p.netns) throw new Error(`${p.role} ${p.name} was not started by this version of ambit; recreate the mesh`);
+  p.pid = spawnInNetns(p.netns, p.argv, { log: p.log });
+  const i = state.processes.findIndex((x) => x.role === p.role && x.name === p.name);
+  state.processes[i] = p;
+  await writeState(state);
+  if (p.role === 'ztunnel') {
+    const n = state.plan.nodes.find((x) => x.name === p.name)!;
+    await waitFor(`ztunnel on ${n.name} to be ready (log: ${p.log})`, async () => {
+      if (!alive(p.pid)) throw new Error('ztunnel exited');
+      return (await httpInNetns(netnsPath(n.netns), { host: n.ip, port: 15021, path: '/healthz/ready' })).status === 200;
+    }, 20_000);
+  }
+  return p;
 }

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { Command, Option } from 'commander';
-import { apply, down, findPod, label, netnsPath, readState, redirections, up, PrerequisiteError, checkPrerequisites, type LocalState } from './cluster.js';
+import { apply, down, findPod, label, startDaemon, stopDaemon, netnsPath, readState, redirections, up, PrerequisiteError, checkPrerequisites, type LocalState } from './cluster.js';
 import { alive } from './system.js';
 import { httpInNetns } from '../../shared/netns/http.js';
 
@@ -135,6 +135,20 @@ export function localCommand(): Command {
       if (!k) throw new Error(`cannot label "${kind}": use ns or pod`);
       await label({ stateRoot: o.stateDir, name: o.name, kind: k, ref: name, changes, say: (l) => console.log(l) });
     });
+
+  for (const verb of ['stop', 'start', 'restart'] as const) {
+    common(local.command(verb))
+      .description(`${verb} a daemon of the mesh: control, or a node's ztunnel or agent`)
+      .argument('<component>', 'control|ztunnel|agent')
+      .option('--node <node>', 'node of the ztunnel or agent', 'node-1')
+      .action(async (component: string, o: { name: string; stateDir: string; node: string }) => {
+        if (component !== 'control' && component !== 'ztunnel' && component !== 'agent') throw new Error(`unknown component "${component}": control, ztunnel or agent`);
+        await checkPrerequisites();
+        const args = { stateRoot: o.stateDir, name: o.name, role: component, node: o.node } as const;
+        const p = verb === 'stop' ? await stopDaemon(args) : await startDaemon(args);
+        console.log(`${component}${component === 'control' ? '' : ` on ${o.node}`} ${verb === 'stop' ? 'stopped' : `running (pid ${p.pid})`}`);
+      });
+  }
 
   common(local.command('down'))
     .description('remove every namespace, veth, rule and process of a local mesh')

@@ -20,7 +20,7 @@ export interface CniResult {
 export interface RuntimeOptions {
   /** directories searched for plugin binaries, in order; also CNI_PATH */
   binDirs: string[];
-  /** run plugins inside this netns (the node's), via `ip netns exec NAME`; null = current */
+  /** run plugins inside this netns (the node's): a name (`ip netns exec NAME`) or a path (`nsenter --net=PATH`); null = current */
   hostNetns?: string | null;
   /** per plugin invocation; the plugin is killed after it (default 60 s) */
   timeoutMs?: number;
@@ -181,7 +181,8 @@ async function execPlugin(type: string, command: string, conf: object, env: Reco
   const childEnv: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('CNI_')) childEnv[k] = v;
   Object.assign(childEnv, env, { CNI_COMMAND: command, CNI_PATH: opts.binDirs.join(':') });
-  const [file, args] = opts.hostNetns ? ['ip', ['netns', 'exec', opts.hostNetns, path]] : [path, []];
+  const host = opts.hostNetns;
+  const [file, args] = !host ? [path, []] : host.includes('/') ? ['nsenter', [`--net=${host}`, '--', path]] : ['ip', ['netns', 'exec', host, path]];
   const timeoutMs = opts.timeoutMs ?? 60_000;
 
   const { code, signal, stdout, stderr, timedOut } = await new Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string; timedOut: boolean }>((resolve, reject) => {

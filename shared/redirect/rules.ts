@@ -51,6 +51,8 @@ export type Family = 4 | 6;
 const hex = (n: number): string => `0x${n.toString(16)}`;
 const MARK = `${hex(ZTUNNEL_MARK)}/${hex(MARK_MASK)}`;
 const CT_MARK = `${hex(CONNMARK)}/${hex(MARK_MASK)}`;
+/** `--syn` as iptables-save prints it */
+const SYN = '--tcp-flags FIN,SYN,RST,ACK SYN';
 
 function probeIp(opts: RedirectOptions, family: Family): string {
   if (family === 4) {
@@ -83,10 +85,12 @@ export function expectedChainRules(opts: RedirectOptions = {}, family: Family = 
     { table: 'nat', chain: 'OUTPUT', rule: `-j ${CHAIN_OUTPUT}` },
     // kubelet probes must reach the app directly, as they do without a mesh.
     { table: 'nat', chain: CHAIN_PREROUTING, rule: `-s ${probe} -p tcp -j ACCEPT` },
+    // Only connection-opening SYNs are redirected: when capture starts in a running pod, the
+    // kernel begins tracking its open connections mid-stream, and those must not be redirected.
     {
       table: 'nat',
       chain: CHAIN_PREROUTING,
-      rule: `! -d ${lo} -p tcp ! --dport ${PORTS.inboundHbone} -m mark ! --mark ${MARK} -j REDIRECT --to-ports ${PORTS.inboundPlaintext}`,
+      rule: `! -d ${lo} -p tcp ! --dport ${PORTS.inboundHbone} ${SYN} -m mark ! --mark ${MARK} -j REDIRECT --to-ports ${PORTS.inboundPlaintext}`,
     },
     { table: 'nat', chain: CHAIN_OUTPUT, rule: `-p tcp -m mark --mark ${CT_MARK} -j ACCEPT` },
     // Traffic to the pod's own IP over lo stays in the pod.
@@ -94,7 +98,7 @@ export function expectedChainRules(opts: RedirectOptions = {}, family: Family = 
     {
       table: 'nat',
       chain: CHAIN_OUTPUT,
-      rule: `! -d ${lo} -p tcp -m mark ! --mark ${MARK} -j REDIRECT --to-ports ${PORTS.outbound}`,
+      rule: `! -d ${lo} -p tcp ${SYN} -m mark ! --mark ${MARK} -j REDIRECT --to-ports ${PORTS.outbound}`,
     },
   ];
 }

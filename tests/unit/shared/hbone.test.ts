@@ -265,13 +265,43 @@ describe('HBONE over mutual TLS', () => {
     const server = await startServer(onClose);
     const pool = newPool(onClose);
     const stream = await tunnel(pool, server, app.port);
-    let ended = false;
-    stream.on('end', () => (ended = true));
+    const errors: string[] = [];
+    stream.on('error', (err: NodeJS.ErrnoException) => errors.push(String(err.code)));
     stream.resume();
     stream.write('hello');
     await closed(stream);
-    assert.notEqual(stream.rstCode, h2c.NGHTTP2_NO_ERROR, 'the stream must be reset, not closed cleanly');
-    assert.equal(ended, false, 'a reset must not look like a clean end of data');
+    assert.equal(stream.rstCode, h2c.NGHTTP2_CONNECT_ERROR, 'the stream must be reset, not closed cleanly');
+    assert.deepEqual(errors, ['ERR_HTTP2_STREAM_ERROR']);
+  });
+
+  test('through ztunnel-like bridges on both ends, an app reset reaches the client app as a reset', async (t) => {
+    const onClose = closer(t);
+    const app = await startApp(onClose, (sock) => {
+      sock.on('error', () => undefined);
+      sock.once('data', () => sock.resetAndDestroy());
+    });
+    const server = await startServer(onClose);
+    const pool = newPool(onClose);
+    // the client side of ztunnel: a captured plain connection bridged into a tunnel
+    const outbound = await startApp(onClose, (sock) => {
+      sock.pause();
+      sock.on('error', () => undefined);
+      tunnel(pool, server, app.port).then(
+        (stream) => void bridge(sock, stream),
+        () => sock.resetAndDestroy(),
+      );
+    });
+    const client = await dial({ ip: '127.0.0.1', port: outbound.port });
+    onClose(() => client.destroy());
+    const outcome = await new Promise<string>((resolve) => {
+      let code = 'none';
+      client.on('error', (err: NodeJS.ErrnoException) => (code = String(err.code)));
+      client.on('end', () => (code === 'none' ? (code = 'end') : undefined));
+      client.on('close', () => resolve(code));
+      client.resume();
+      client.write('hello');
+    });
+    assert.equal(outcome, 'ECONNRESET', 'the client app must see a reset, not a clean end');
   });
 
   test('the client resetting its stream reaches the app as a reset', async (t) => {

@@ -46,10 +46,10 @@ COMMIT
 -A PREROUTING -j AMBIT_PRERT
 -A OUTPUT -j AMBIT_OUTPUT
 -A AMBIT_PRERT -s 169.254.7.127/32 -p tcp -j ACCEPT
--A AMBIT_PRERT ! -d 127.0.0.1/32 -p tcp ! --dport 15008 -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15006
+-A AMBIT_PRERT ! -d 127.0.0.1/32 -p tcp ! --dport 15008 --tcp-flags FIN,SYN,RST,ACK SYN -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15006
 -A AMBIT_OUTPUT -p tcp -m mark --mark 0x111/0xfff -j ACCEPT
 -A AMBIT_OUTPUT ! -d 127.0.0.1/32 -o lo -j ACCEPT
--A AMBIT_OUTPUT ! -d 127.0.0.1/32 -p tcp -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15001
+-A AMBIT_OUTPUT ! -d 127.0.0.1/32 -p tcp --tcp-flags FIN,SYN,RST,ACK SYN -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15001
 COMMIT
 `;
 
@@ -84,9 +84,9 @@ COMMIT
 -A OUTPUT -p udp --dport 53 -j APP_CHAIN
 -A AMBIT_OUTPUT -p tcp -m mark --mark 0x111/0xfff -j ACCEPT
 -A AMBIT_OUTPUT ! -d 127.0.0.1/32 -o lo -j ACCEPT
--A AMBIT_OUTPUT ! -d 127.0.0.1/32 -p tcp -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15001
+-A AMBIT_OUTPUT ! -d 127.0.0.1/32 -p tcp --tcp-flags FIN,SYN,RST,ACK SYN -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15001
 -A AMBIT_PRERT -s 169.254.7.127/32 -p tcp -j ACCEPT
--A AMBIT_PRERT ! -d 127.0.0.1/32 -p tcp -m tcp ! --dport 15008 -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15006
+-A AMBIT_PRERT ! -d 127.0.0.1/32 -p tcp -m tcp ! --dport 15008 --tcp-flags FIN,SYN,RST,ACK SYN -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15006
 -A APP_CHAIN -j RETURN
 COMMIT
 # Completed on Sat Nov 21 21:58:48 2026
@@ -112,10 +112,10 @@ describe('redirect rules (pure)', () => {
         'nat PREROUTING -j AMBIT_PRERT',
         'nat OUTPUT -j AMBIT_OUTPUT',
         'nat AMBIT_PRERT -s 169.254.7.127/32 -p tcp -j ACCEPT',
-        'nat AMBIT_PRERT ! -d 127.0.0.1/32 -p tcp ! --dport 15008 -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15006',
+        'nat AMBIT_PRERT ! -d 127.0.0.1/32 -p tcp ! --dport 15008 --tcp-flags FIN,SYN,RST,ACK SYN -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15006',
         'nat AMBIT_OUTPUT -p tcp -m mark --mark 0x111/0xfff -j ACCEPT',
         'nat AMBIT_OUTPUT ! -d 127.0.0.1/32 -o lo -j ACCEPT',
-        'nat AMBIT_OUTPUT ! -d 127.0.0.1/32 -p tcp -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15001',
+        'nat AMBIT_OUTPUT ! -d 127.0.0.1/32 -p tcp --tcp-flags FIN,SYN,RST,ACK SYN -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15001',
       ],
     );
   });
