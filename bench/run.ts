@@ -302,6 +302,19 @@ function machineCpu(): { busy: number; ours: number } {
   return { busy, ours };
 }
 
+function kernelThreads(name: RegExp): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (name.test(readFileSync(`/proc/${d}/comm`, 'utf8').trim())) out.push(Number(d));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
 /** vCPU used by processes that are not the bench's or the mesh's, between two machineCpu() readings. */
 function otherLoad(a: { busy: number; ours: number }, b: { busy: number; ours: number }, seconds: number): number {
   return Math.max(0, b.busy - a.busy - (b.ours - a.ours)) / seconds;
@@ -660,7 +673,8 @@ async function main(): Promise<void> {
   }
 
   const state = JSON.parse(await readFile(join(STATE_ROOT, o.name, 'state.json'), 'utf8')) as StateFile;
-  meshPids = state.processes.map((p) => p.pid);
+  // ksoftirqd threads carry the bench's own packets when softirq work is deferred: count them as ours
+  meshPids = [...state.processes.map((p) => p.pid), ...kernelThreads(/^ksoftirqd\//)];
   const zs: Ztunnel[] = state.processes
     .filter((p) => p.role === 'ztunnel')
     .map((p) => {

@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { localCommand } from './local/commands.js';
+import { explainCommand } from './explain.js';
 
 const program = new Command().name('ambit').description('ambit: an ambient service mesh (ztunnel, waypoints, CNI) in TypeScript').version('0.1.0');
 program.addCommand(localCommand());
+program.addCommand(explainCommand());
 
 program.parseAsync().catch((err: Error) => {
   // one clear sentence, never a stack trace

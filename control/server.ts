@@ -2,7 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { controlService, type SignRequest, type SignResponse, type WatchRequest } from '../shared/control/protocol.js';
 import { diffSnapshots, snapshotUpdate } from '../shared/control/delta.js';
 import type { MeshSnapshot, MeshUpdate } from '../shared/model/types.js';
-import { podInfo, translate } from '../shared/config/translate.js';
+import { podInfo, translate, type PolicyProblem } from '../shared/config/translate.js';
 import type { KubeObject } from '../shared/config/objects.js';
 import { Identity } from '../shared/identity/spiffe.js';
 import type { CertificateAuthority } from '../shared/identity/ca.js';
@@ -17,6 +17,8 @@ interface Subscriber {
 /** Serves the mesh to ztunnels (snapshot, then deltas) and signs their workload certificates. */
 export class ControlServer {
   private snapshot: MeshSnapshot = { workloads: [], services: [] };
+  /** what the last translation could not honour */
+  problems: PolicyProblem[] = [];
   /** node|namespace|serviceAccount of every pod scheduled on a node, IP or not yet (CNI runs before the pod has one) */
   private entitlements = new Set<string>();
   private version = 0;
@@ -33,12 +35,21 @@ export class ControlServer {
   /** Replaces the desired state; connected ztunnels get only what changed. */
   setObjects(objects: KubeObject[]): void {
     let next: MeshSnapshot;
+    const problems: PolicyProblem[] = [];
     try {
-      next = translate(objects);
+      next = translate(objects, problems, this.snapshot);
     } catch (err) {
       this.log.error({ err: (err as Error).message }, 'config rejected; keeping the last good config');
       return;
     }
+    const seen = new Set(this.problems.map((p) => `${p.object}|${p.message}`));
+    for (const p of problems) {
+      if (seen.has(`${p.object}|${p.message}`)) continue;
+      const line = { object: p.object, problem: p.message };
+      if (p.severity === 'error') this.log.error(line, 'policy not honoured as written');
+      else this.log.warn(line, 'policy partly honoured');
+    }
+    this.problems = problems;
     const update = diffSnapshots(this.snapshot, next, this.version + 1);
     this.snapshot = next;
     this.entitlements = scheduledIdentities(objects);

@@ -28,6 +28,9 @@ export function configDump(s: AdminSources): unknown {
     services: snap.services,
     capturedPods: s.pods.list().map((p) => ({ uid: p.uid, name: p.name, namespace: p.namespace, ip: p.ip, identity: p.identity, netns: p.net.netnsPath })),
     certificates: s.ctx.certs.list().map((c) => ({ ...c, notBefore: c.notBefore.toISOString(), notAfter: c.notAfter.toISOString() })),
+    policies: snap.policies,
+    peerAuthentications: snap.peerAuthentications,
+    recentDenies: s.ctx.tracker.denies.slice(-20),
     pool: s.ctx.pool.stats(),
   };
 }
@@ -55,6 +58,8 @@ export function adminServer(s: AdminSources): http.Server {
         return send(res, 200, configDump(s));
       case '/connections':
         return send(res, 200, connections(s));
+      case '/denies':
+        return send(res, 200, s.ctx.tracker.denies);
       case '/logging': {
         const level = url.searchParams.get('level');
         if (level === null) return send(res, 200, { level: s.log.level });
@@ -67,7 +72,7 @@ export function adminServer(s: AdminSources): http.Server {
         return send(res, 200, { level: s.log.level });
       }
       case '/':
-        return send(res, 200, { endpoints: ['/config_dump', '/connections', '/logging'] });
+        return send(res, 200, { endpoints: ['/config_dump', '/connections', '/denies', '/logging'] });
       default:
         return send(res, 404, { error: `no such endpoint ${url.pathname}` });
     }

@@ -1,5 +1,6 @@
 import type { Logger } from '../shared/telemetry/log.js';
 import type { Service, Workload } from '../shared/model/types.js';
+import type { ConnectionAttributes, Decision } from '../shared/policy/evaluate.js';
 import { type TcpLabels, type ZtunnelMetrics } from './metrics.js';
 
 /** One side of a proxied connection, as telemetry describes it. */
@@ -19,7 +20,28 @@ export interface TrackedConnection {
   protocol: 'HBONE' | 'TCP';
   mtls: boolean;
   started: number;
+  /** inbound: what authorization saw, to decide again when policies change */
+  attrs?: ConnectionAttributes;
+  /** inbound: the destination workload the policies select on */
+  target?: { namespace: string; labels: Record<string, string> };
+  /** ends the connection (reset) */
+  abort?: () => void;
 }
+
+/** A refused connection, kept for the admin view of recent denies. */
+export interface DenyRecord {
+  time: string;
+  direction: 'inbound' | 'outbound';
+  src: string;
+  srcIdentity: string | null;
+  dst: string;
+  dstWorkload: string | null;
+  policy: string | null;
+  rule: number | null;
+  reason: string;
+}
+
+const RECENT_DENIES = 100;
 
 function canonical(w?: Peer['workload']): string {
   return w?.labels['service.istio.io/canonical-name'] ?? w?.labels['app.kubernetes.io/name'] ?? w?.labels.app ?? w?.name ?? 'unknown';
@@ -53,6 +75,8 @@ export function tcpLabels(c: TrackedConnection, flags: string): TcpLabels {
 export class ConnectionTracker {
   private nextId = 1;
   readonly open = new Map<number, TrackedConnection>();
+  /** the last denies, newest last */
+  readonly denies: DenyRecord[] = [];
 
   constructor(private readonly metrics: ZtunnelMetrics, private readonly log: Logger) {}
 
@@ -94,12 +118,29 @@ export class ConnectionTracker {
     );
   }
 
+  /** Records an authorization deny: metrics and access log (naming the policy) and the recent-denies list. */
+  denied(c: Omit<TrackedConnection, 'id' | 'started'>, d: Decision): void {
+    this.denies.push({
+      time: new Date().toISOString(),
+      direction: c.direction,
+      src: c.src.address,
+      srcIdentity: c.src.identity ?? null,
+      dst: c.dst.address,
+      dstWorkload: c.dst.workload ? `${c.dst.workload.namespace}/${c.dst.workload.name}` : null,
+      policy: d.policy,
+      rule: d.rule,
+      reason: d.reason,
+    });
+    if (this.denies.length > RECENT_DENIES) this.denies.shift();
+    this.failed(c, 'DENY', d.reason, d.policy);
+  }
+
   /** Records a connection that never got established, with its reason flag. */
-  failed(c: Omit<TrackedConnection, 'id' | 'started'>, flag: string, reason: string): void {
+  failed(c: Omit<TrackedConnection, 'id' | 'started'>, flag: string, reason: string, policy?: string | null): void {
     const t: TrackedConnection = { ...c, id: 0, started: Date.now() };
     this.metrics.failed.inc(tcpLabels(t, flag));
     this.log.warn(
-      { 'src.addr': c.src.address, 'src.identity': c.src.identity, 'dst.addr': c.dst.address, 'dst.service': c.service?.hostname, direction: c.direction, flags: flag, error: reason },
+      { 'src.addr': c.src.address, 'src.identity': c.src.identity, 'dst.addr': c.dst.address, 'dst.service': c.service?.hostname, direction: c.direction, flags: flag, error: reason, ...(policy ? { policy } : {}) },
       'connection failed',
     );
   }

@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { constants as h2c } from 'node:http2';
 import { originalDst, socketFd } from '../shared/native/index.js';
 import { MeshError } from '../shared/errors.js';
 import { bridge } from '../shared/hbone/bridge.js';
@@ -6,6 +7,7 @@ import { joinSockets } from '../shared/hbone/join.js';
 import { respondError, type InboundConnect } from '../shared/hbone/server.js';
 import { formatAddress, type SocketAddress } from '../shared/model/types.js';
 import type { Peer } from './connections.js';
+import { peerAuthMode, type ConnectionAttributes, type Decision } from '../shared/policy/evaluate.js';
 import { ZTUNNEL_PORTS, type LocalPodInfo, type ProxyContext } from './context.js';
 
 /** Checks an inbound destination is this pod's app port, not ztunnel itself (pure). */
@@ -13,6 +15,19 @@ export function checkInboundTarget(pod: Pick<LocalPodInfo, 'ip'>, target: Socket
   if (target.ip !== pod.ip) return new MeshError('NO_WORKLOAD', `${target.ip} is not this pod (${pod.ip})`);
   if (ZTUNNEL_PORTS.has(target.port)) return new MeshError('LOOP', `port ${target.port} is ztunnel's own`);
   return null;
+}
+
+/** The labels authorization selects on for a local pod. */
+function targetRef(ctx: ProxyContext, pod: LocalPodInfo): { namespace: string; labels: Record<string, string> } {
+  return { namespace: pod.namespace, labels: ctx.index.workload(pod.uid)?.labels ?? {} };
+}
+
+/** Authorization for an inbound connection to a local pod (L4 policies, then PeerAuthentication for plaintext). */
+export function authorizeInbound(ctx: Pick<ProxyContext, 'index'>, target: { namespace: string; labels: Record<string, string> }, attrs: ConnectionAttributes): Decision {
+  if (attrs.srcIdentity === null && peerAuthMode(ctx.index.peerAuthentications, target, attrs.dstPort) === 'STRICT') {
+    return { allowed: false, policy: null, rule: null, action: null, reason: 'denied: PeerAuthentication is STRICT and the connection is plaintext', audited: [] };
+  }
+  return ctx.index.policies.evaluate(target, attrs);
 }
 
 function dstPeer(ctx: ProxyContext, pod: LocalPodInfo, target: SocketAddress): Peer {
@@ -40,6 +55,14 @@ export async function handleInboundHbone(ctx: ProxyContext, pod: LocalPodInfo, r
     respondError(req.stream, refused);
     return;
   }
+  const target = targetRef(ctx, pod);
+  const attrs: ConnectionAttributes = { srcIp: req.peerAddress.ip, srcIdentity: req.peer.toString(), dstIp: req.target.ip, dstPort: req.target.port };
+  const decision = authorizeInbound(ctx, target, attrs);
+  if (!decision.allowed) {
+    ctx.tracker.denied(base, decision);
+    respondError(req.stream, new MeshError('DENY', decision.reason));
+    return;
+  }
   let app: Socket;
   try {
     app = await pod.net.connect(req.target, req.peerAddress.ip);
@@ -54,7 +77,13 @@ export async function handleInboundHbone(ctx: ProxyContext, pod: LocalPodInfo, r
     return;
   }
   req.stream.respond({ ':status': 200 }, { endStream: false });
-  const t = ctx.tracker.opened(base);
+  const stream = req.stream;
+  // a reset on both sides: the app sees RST, the client's ztunnel gets RST_STREAM and resets the client
+  const abort = (): void => {
+    if (!stream.destroyed) stream.close(h2c.NGHTTP2_CONNECT_ERROR);
+    app.resetAndDestroy();
+  };
+  const t = ctx.tracker.opened({ ...base, attrs, target, abort });
   const r = await bridge(app, req.stream);
   // from the client's side: what the app sent is "sent", what reached the app is "received"
   ctx.tracker.closed(t, r.bytesToSocket, r.bytesFromSocket, r.outcome);
@@ -82,6 +111,14 @@ export async function handleInboundPlain(ctx: ProxyContext, pod: LocalPodInfo, c
     client.resetAndDestroy();
     return;
   }
+  const ref = targetRef(ctx, pod);
+  const attrs: ConnectionAttributes = { srcIp, srcIdentity: null, dstIp: target.ip, dstPort: target.port };
+  const decision = authorizeInbound(ctx, ref, attrs);
+  if (!decision.allowed) {
+    ctx.tracker.denied(base, decision);
+    client.resetAndDestroy();
+    return;
+  }
   let app: Socket;
   try {
     app = await pod.net.connect(target, srcIp);
@@ -90,7 +127,26 @@ export async function handleInboundPlain(ctx: ProxyContext, pod: LocalPodInfo, c
     client.resetAndDestroy();
     return;
   }
-  const t = ctx.tracker.opened(base);
+  const abort = (): void => {
+    client.resetAndDestroy();
+    app.resetAndDestroy();
+  };
+  const t = ctx.tracker.opened({ ...base, attrs, target: ref, abort });
   const outcome = await joinSockets(client, app);
   ctx.tracker.closed(t, client.bytesRead, client.bytesWritten, outcome);
+}
+
+/** After a policy change: decides every open inbound connection again and resets the ones now denied. */
+export function recheckOpenConnections(ctx: ProxyContext): number {
+  let closed = 0;
+  for (const c of [...ctx.tracker.open.values()]) {
+    if (c.direction !== 'inbound' || !c.attrs || !c.target || !c.abort) continue;
+    const d = authorizeInbound(ctx, c.target, c.attrs);
+    if (d.allowed) continue;
+    ctx.tracker.denies.push({ time: new Date().toISOString(), direction: 'inbound', src: c.src.address, srcIdentity: c.src.identity ?? null, dst: c.dst.address, dstWorkload: c.dst.workload ? `${c.dst.workload.namespace}/${c.dst.workload.name}` : null, policy: d.policy, rule: d.rule, reason: `open connection closed: ${d.reason}` });
+    ctx.log.warn({ 'src.addr': c.src.address, 'src.identity': c.src.identity, 'dst.addr': c.dst.address, policy: d.policy, reason: d.reason }, 'open connection closed by a policy change');
+    c.abort();
+    closed++;
+  }
+  return closed;
 }

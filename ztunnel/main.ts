@@ -14,6 +14,7 @@ import { PodProxies } from './pods.js';
 import { NodeAgentServer } from './inpod.js';
 import { adminServer, metricsServer, readinessServer } from './admin.js';
 import type { ProxyContext } from './context.js';
+import { recheckOpenConnections } from './inbound.js';
 
 const program = new Command()
   .name('ztunnel')
@@ -66,6 +67,10 @@ async function main(): Promise<void> {
   let configured = false;
   link.on('update', (u) => {
     ctx.index.apply(u);
+    if (ctx.index.lastPoliciesChanged && configured) {
+      const closed = recheckOpenConnections(ctx);
+      log.info({ version: u.version, policies: ctx.index.policies.size, closed }, 'policies changed; open connections re-checked');
+    }
     if (!configured) log.info({ version: u.version, workloads: u.workloads.length }, 'configuration received');
     configured = true;
   });

@@ -8,7 +8,7 @@ import { readObjects, type KubeObject } from '../../shared/config/objects.js';
 import { wantsAmbient } from '../../cni/agent.js';
 import { CertificateAuthority } from '../../shared/identity/ca.js';
 import { checkRedirectTools } from '../../shared/redirect/apply.js';
-import { cniAdd } from '../../shared/cni/runtime.js';
+import { cniAdd, cniDel } from '../../shared/cni/runtime.js';
 import { httpInNetns } from '../../shared/netns/http.js';
 import { CONTROL_PORT, hostsFile, planMesh, type MeshPlan, type NodePlan, type PodPlan } from './topology.js';
 import { alive, deleteNetns, ipBatch, listNetns, run, spawnInNetns, stopGroup, waitFor } from './system.js';
@@ -523,4 +523,50 @@ export async function startDaemon(o: { stateRoot: string; name: string; role: 'c
     }, 20_000);
   }
   return p;
+}
+
+/**
+ * `kubectl delete -f` for a local mesh: removes the named objects. Pods are stopped and
+ * torn down the way a runtime does it (CNI DEL through the chain, then the netns); a
+ * Namespace can only go once it is empty.
+ */
+export async function deleteObjects(o: { stateRoot: string; name: string; file: string; say: (l: string) => void }): Promise<void> {
+  await checkPrerequisites();
+  const state = await readState(o.stateRoot, o.name);
+  if (!state) throw new Error(`no local mesh named "${o.name}" is up; start one with \`ambit local up -f DIR\``);
+  const stored = await readObjects(join(state.dir, 'config'));
+  const gone = new Set((await readObjects(o.file)).map(objectId));
+  const missing = [...gone].filter((id) => !stored.some((x) => objectId(x) === id));
+  if (missing.length) throw new Error(`not found: ${missing.join(', ')}`);
+  const remaining = stored.filter((x) => !gone.has(objectId(x)));
+  for (const ns of stored.filter((x) => x.kind === 'Namespace' && gone.has(objectId(x)))) {
+    const left = remaining.filter((x) => x.kind !== 'Namespace' && (x.metadata.namespace ?? 'default') === ns.metadata.name);
+    if (left.length) throw new Error(`namespace ${ns.metadata.name} still holds ${left.map((x) => `${x.kind} ${x.metadata.name}`).join(', ')}; delete them first`);
+  }
+  const pods = state.plan.pods.filter((p) => gone.has(`Pod/${p.namespace}/${p.name}`));
+  for (const pod of pods) {
+    const procs = state.processes.filter((x) => x.role === 'pod' && x.name.startsWith(`${pod.key}/`));
+    await Promise.all(procs.map((x) => stopGroup(x.pid)));
+    const node = state.plan.nodes.find((n) => n.name === pod.node)!;
+    const f = nodeFiles(state.dir, node.name);
+    const c = {
+      containerId: `${state.name}-${pod.netns}`,
+      netns: netnsPath(pod.netns),
+      ifname: 'eth0',
+      args: { IgnoreUnknown: '1', K8S_POD_NAMESPACE: pod.namespace, K8S_POD_NAME: pod.name, K8S_POD_UID: pod.uid, K8S_POD_INFRA_CONTAINER_ID: `${state.name}-${pod.netns}` },
+    };
+    await cniDel(await readFile(f.conflist, 'utf8'), c, { binDirs: [f.binDir, SYSTEM_CNI_BIN], hostNetns: node.netns });
+    await deleteNetns(pod.netns);
+    await rm(`/etc/netns/${pod.netns}`, { recursive: true, force: true });
+    state.processes = state.processes.filter((x) => !procs.includes(x));
+    state.netns = state.netns.filter((n) => n !== pod.netns);
+    state.hostsDirs = state.hostsDirs.filter((d) => d !== `/etc/netns/${pod.netns}`);
+  }
+  state.plan.pods = state.plan.pods.filter((p) => !pods.includes(p));
+  state.plan.services = state.plan.services.filter((s) => !gone.has(`Service/${s.key}`));
+  await writeState(state);
+  await writeConfig(state.dir, remaining);
+  const plan = { ...state.plan, objects: remaining } as MeshPlan;
+  for (const pod of state.plan.pods) await writeFile(join(`/etc/netns/${pod.netns}`, 'hosts'), hostsFile(plan, pod));
+  o.say(`${gone.size} object(s) deleted`);
 }

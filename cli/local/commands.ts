@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { Command, Option } from 'commander';
-import { apply, down, findPod, label, startDaemon, stopDaemon, netnsPath, readState, redirections, up, PrerequisiteError, checkPrerequisites, type LocalState } from './cluster.js';
+import { apply, deleteObjects, down, findPod, label, startDaemon, stopDaemon, netnsPath, readState, redirections, up, PrerequisiteError, checkPrerequisites, type LocalState } from './cluster.js';
 import { alive } from './system.js';
 import { httpInNetns } from '../../shared/netns/http.js';
 
@@ -123,6 +123,13 @@ export function localCommand(): Command {
     .requiredOption('-f, --file <path>', 'YAML file or folder')
     .action(async (o: { file: string; name: string; stateDir: string }) => {
       await apply({ stateRoot: o.stateDir, name: o.name, file: o.file, say: (l) => console.log(l) });
+    });
+
+  common(local.command('delete'))
+    .description('delete the objects named in a YAML file from a running local mesh (pods are torn down through CNI DEL)')
+    .requiredOption('-f, --file <path>', 'YAML file or folder')
+    .action(async (o: { file: string; name: string; stateDir: string }) => {
+      await deleteObjects({ stateRoot: o.stateDir, name: o.name, file: o.file, say: (l) => console.log(l) });
     });
 
   common(local.command('label'))

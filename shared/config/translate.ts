@@ -1,5 +1,7 @@
 import { ConfigError, type KubeObject } from './objects.js';
 import type { MeshSnapshot, Service, ServicePort, Workload } from '../model/types.js';
+import type { AuthorizationPolicy, PeerAuthentication } from '../policy/types.js';
+import { translateAuthorizationPolicy, translatePeerAuthentication } from '../policy/translate.js';
 
 export const DATAPLANE_MODE_LABEL = 'istio.io/dataplane-mode';
 
@@ -83,8 +85,18 @@ function matches(selector: Record<string, string>, labels: Record<string, string
   return true;
 }
 
-/** Turns Kubernetes objects into the mesh model every ztunnel receives. */
-export function translate(objects: KubeObject[]): MeshSnapshot {
+/** A policy that could not be honoured as written: what and why (logged, and a status condition in a cluster). */
+export interface PolicyProblem {
+  object: string;
+  severity: 'error' | 'warning';
+  message: string;
+}
+
+/**
+ * Turns Kubernetes objects into the mesh model every ztunnel receives. A policy that fails to
+ * translate is reported in `problems` and its previous good version (from `previous`) is kept.
+ */
+export function translate(objects: KubeObject[], problems: PolicyProblem[] = [], previous?: MeshSnapshot): MeshSnapshot {
   const nsLabels = new Map<string, Record<string, string>>();
   for (const o of objects) if (o.kind === 'Namespace') nsLabels.set(o.metadata.name, o.metadata.labels ?? {});
   const workloads: Workload[] = [];
@@ -123,5 +135,28 @@ export function translate(objects: KubeObject[]): MeshSnapshot {
       endpoints,
     });
   }
-  return { workloads, services };
+  const policies: AuthorizationPolicy[] = [];
+  const peerAuthentications: PeerAuthentication[] = [];
+  for (const o of objects) {
+    if (o.kind !== 'AuthorizationPolicy' && o.kind !== 'PeerAuthentication') continue;
+    const key = `${o.metadata.namespace ?? 'default'}/${o.metadata.name}`;
+    const object = `${o.kind} ${key}`;
+    try {
+      if (o.kind === 'AuthorizationPolicy') {
+        const t = translateAuthorizationPolicy(o);
+        for (const w of t.warnings) problems.push({ object, severity: 'warning', message: w });
+        if (t.policy) policies.push(t.policy);
+      } else {
+        const t = translatePeerAuthentication(o);
+        for (const w of t.warnings) problems.push({ object, severity: 'warning', message: w });
+        peerAuthentications.push(t.policy);
+      }
+    } catch (err) {
+      problems.push({ object, severity: 'error', message: `${(err as Error).message}; the previous version stays in force` });
+      const old = o.kind === 'AuthorizationPolicy' ? previous?.policies?.find((p) => p.key === key) : previous?.peerAuthentications?.find((p) => p.key === key);
+      if (old && o.kind === 'AuthorizationPolicy') policies.push(old as AuthorizationPolicy);
+      else if (old) peerAuthentications.push(old as PeerAuthentication);
+    }
+  }
+  return { workloads, services, policies, peerAuthentications };
 }

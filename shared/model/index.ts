@@ -1,4 +1,6 @@
 import type { MeshSnapshot, MeshUpdate, Service, ServicePort, Workload } from './types.js';
+import type { AuthorizationPolicy, PeerAuthentication } from '../policy/types.js';
+import { PolicyIndex } from '../policy/evaluate.js';
 
 /** What ztunnel resolved a destination address to. */
 export type Destination =
@@ -12,6 +14,11 @@ export class WorkloadIndex {
   private readonly byIp = new Map<string, Workload>();
   private readonly services = new Map<string, Service>();
   private readonly byVip = new Map<string, Service>();
+  private readonly policyMap = new Map<string, AuthorizationPolicy>();
+  private readonly peerAuthMap = new Map<string, PeerAuthentication>();
+  /** rebuilt whenever policies change; ztunnel evaluates against it */
+  policies = new PolicyIndex([]);
+  peerAuthentications: PeerAuthentication[] = [];
   version = 0;
 
   /** Applies a snapshot (replaces everything) or a delta. */
@@ -21,6 +28,8 @@ export class WorkloadIndex {
       this.byIp.clear();
       this.services.clear();
       this.byVip.clear();
+      this.policyMap.clear();
+      this.peerAuthMap.clear();
     }
     for (const uid of update.removedWorkloads) this.removeWorkload(uid);
     for (const key of update.removedServices) this.removeService(key);
@@ -34,8 +43,19 @@ export class WorkloadIndex {
       this.services.set(s.key, s);
       if (s.vip) this.byVip.set(s.vip, s);
     }
+    const policiesChanged = update.type === 'snapshot' || update.policies !== undefined || update.removedPolicies !== undefined;
+    for (const k of update.removedPolicies ?? []) this.policyMap.delete(k);
+    for (const p of update.policies ?? []) this.policyMap.set(p.key, p);
+    for (const k of update.removedPeerAuthentications ?? []) this.peerAuthMap.delete(k);
+    for (const p of update.peerAuthentications ?? []) this.peerAuthMap.set(p.key, p);
+    if (policiesChanged) this.policies = new PolicyIndex([...this.policyMap.values()].sort((a, b) => (a.key < b.key ? -1 : 1)));
+    this.peerAuthentications = [...this.peerAuthMap.values()];
     this.version = update.version;
+    this.lastPoliciesChanged = policiesChanged || update.peerAuthentications !== undefined || update.removedPeerAuthentications !== undefined;
   }
+
+  /** Whether the last update changed authorization or peer authentication (open connections are then re-checked). */
+  lastPoliciesChanged = false;
 
   private removeWorkload(uid: string): void {
     const old = this.workloads.get(uid);
@@ -87,6 +107,11 @@ export class WorkloadIndex {
   }
 
   snapshot(): MeshSnapshot {
-    return { workloads: [...this.workloads.values()], services: [...this.services.values()] };
+    return {
+      workloads: [...this.workloads.values()],
+      services: [...this.services.values()],
+      policies: [...this.policyMap.values()],
+      peerAuthentications: [...this.peerAuthMap.values()],
+    };
   }
 }

@@ -1,4 +1,5 @@
 /** The mesh as ztunnels and waypoints see it: plain data, sent over the control protocol. */
+import type { AuthorizationPolicy, PeerAuthentication } from '../policy/types.js';
 
 import { isIPv4, isIPv6 } from 'node:net';
 
@@ -41,6 +42,9 @@ export interface Service {
 export interface MeshSnapshot {
   workloads: Workload[];
   services: Service[];
+  /** L4 authorization policies (absent: none) */
+  policies?: AuthorizationPolicy[];
+  peerAuthentications?: PeerAuthentication[];
 }
 
 /** A change to the mesh: full replacement (snapshot) or upserts and removals (delta). */
@@ -51,6 +55,11 @@ export interface MeshUpdate {
   services: Service[];
   removedWorkloads: string[];
   removedServices: string[];
+  /** policies are absent from an update that does not change them */
+  policies?: AuthorizationPolicy[];
+  peerAuthentications?: PeerAuthentication[];
+  removedPolicies?: string[];
+  removedPeerAuthentications?: string[];
 }
 
 /** A TCP destination as seen by ztunnel. */
