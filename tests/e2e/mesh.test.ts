@@ -138,10 +138,15 @@ describe('local mesh end to end', { skip: needsRoot }, () => {
       // plaintext control across the same link: outside (node-2) → opted-out pod (node-1)
       const r2 = await mesh.client('outside/plain-client', ['send', pod('mesh/opted-out').ip, '9003', control]);
       assert.equal(r2.reply, control);
-      await new Promise((r) => setTimeout(r, 500));
+      // tcpdump writes each packet as it comes (-U): wait until the control marker is on disk
+      let bytes = Buffer.alloc(0);
+      for (let i = 0; i < 100 && !bytes.includes(control); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        bytes = await readFile(pcap).catch(() => Buffer.alloc(0));
+      }
       dump.kill('SIGINT');
       await new Promise((r) => dump.once('close', r));
-      const bytes = await readFile(pcap);
+      bytes = await readFile(pcap);
       assert.ok(bytes.includes(control), 'the capture sees plaintext when there is some');
       assert.ok(!bytes.includes(secret), 'mesh traffic is not readable on the wire');
     } finally {
