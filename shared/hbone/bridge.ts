@@ -17,6 +17,17 @@ function isReset(err: unknown): boolean {
 }
 
 /**
+ * Resets a stream. node's close(code) first ends the writable side, so the peer would read
+ * END_STREAM (a clean end of data) just before the RST_STREAM; skipping that half-close
+ * makes a reset arrive as a reset only.
+ */
+function resetStream(stream: Http2Stream, code: number): void {
+  if (stream.destroyed || stream.closed) return;
+  if (!stream.writableEnded) stream._final = (callback) => callback();
+  stream.close(code);
+}
+
+/**
  * Joins a plain TCP socket and an HBONE stream in both directions. Half-close travels
  * as END_STREAM / FIN; a reset on one side becomes a reset on the other. Bytes are
  * read from the socket's own counters at the end, so the hot path adds nothing per chunk.
@@ -34,7 +45,7 @@ export function bridge(socket: Socket, stream: Http2Stream): Promise<BridgeResul
     stream.pipe(socket);
     socket.on('error', (err) => {
       outcome = 'reset';
-      if (!stream.destroyed) stream.close(isReset(err) ? h2c.NGHTTP2_CONNECT_ERROR : h2c.NGHTTP2_INTERNAL_ERROR);
+      resetStream(stream, isReset(err) ? h2c.NGHTTP2_CONNECT_ERROR : h2c.NGHTTP2_INTERNAL_ERROR);
     });
     stream.on('error', () => {
       outcome = 'reset';
@@ -52,7 +63,7 @@ export function bridge(socket: Socket, stream: Http2Stream): Promise<BridgeResul
     });
     socket.on('close', () => {
       if (!stream.destroyed && !stream.closed) {
-        if (outcome === 'reset') stream.close(h2c.NGHTTP2_CONNECT_ERROR);
+        if (outcome === 'reset') resetStream(stream, h2c.NGHTTP2_CONNECT_ERROR);
         else if (!stream.writableEnded) stream.end();
       }
       finish();

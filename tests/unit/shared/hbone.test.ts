@@ -291,7 +291,8 @@ describe('HBONE over mutual TLS', () => {
         () => sock.resetAndDestroy(),
       );
     });
-    const client = await dial({ ip: '127.0.0.1', port: outbound.port });
+    // an ordinary client app: node's defaults (it closes when it reads EOF)
+    const client = net.connect({ host: '127.0.0.1', port: outbound.port });
     onClose(() => client.destroy());
     const outcome = await new Promise<string>((resolve) => {
       let code = 'none';
@@ -304,26 +305,37 @@ describe('HBONE over mutual TLS', () => {
     assert.equal(outcome, 'ECONNRESET', 'the client app must see a reset, not a clean end');
   });
 
-  test('the client resetting its stream reaches the app as a reset', async (t) => {
+  test('through ztunnel-like bridges on both ends, a client app reset reaches the server app as a reset', async (t) => {
     const onClose = closer(t);
-    let appClosed!: Promise<string | undefined>;
+    let appClosed!: Promise<string>;
     let sawData!: () => void;
     const dataSeen = new Promise<void>((resolve) => (sawData = resolve));
     const app = await startApp(onClose, (sock) => {
       appClosed = new Promise((resolve) => {
-        let code: string | undefined;
-        sock.on('error', (err: NodeJS.ErrnoException) => (code = err.code));
+        let code = 'none';
+        sock.on('error', (err: NodeJS.ErrnoException) => (code = String(err.code)));
+        sock.on('end', () => (code === 'none' ? (code = 'end') : undefined));
         sock.on('close', () => resolve(code));
       });
       sock.on('data', () => sawData());
     });
     const server = await startServer(onClose);
     const pool = newPool(onClose);
-    const stream = await tunnel(pool, server, app.port);
-    stream.write('hello');
+    const outbound = await startApp(onClose, (sock) => {
+      sock.pause();
+      sock.on('error', () => undefined);
+      tunnel(pool, server, app.port).then(
+        (stream) => void bridge(sock, stream),
+        () => sock.resetAndDestroy(),
+      );
+    });
+    const client = net.connect({ host: '127.0.0.1', port: outbound.port });
+    onClose(() => client.destroy());
+    client.on('error', () => undefined);
+    client.write('hello');
     await dataSeen;
-    stream.close(h2c.NGHTTP2_CANCEL);
-    assert.equal(await appClosed, 'ECONNRESET');
+    client.resetAndDestroy();
+    assert.equal(await appClosed, 'ECONNRESET', 'the server app must see a reset, not a clean end');
   });
 
   test('one connection carries 50 concurrent streams', async (t) => {
@@ -454,7 +466,7 @@ describe('HBONE over mutual TLS', () => {
     const onClose = closer(t);
     const app = await startApp(onClose, echo);
     const server = await startServer(onClose);
-    const raw = await dial({ ip: '127.0.0.1', port: server.port });
+    const raw = net.connect({ host: '127.0.0.1', port: server.port });
     onClose(() => raw.destroy());
     raw.on('error', () => undefined);
     raw.resume();
