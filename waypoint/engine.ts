@@ -1,0 +1,446 @@
+/**
+ * The waypoint's L7 engine: takes HTTP/1.1, HTTP/2 (prior knowledge) and gRPC requests, runs them
+ * through the stages of stages.ts and sends them to endpoints over the transport it is given.
+ *
+ * Transport-agnostic on both sides. In the mesh, each inbound HBONE CONNECT stream is handed to
+ * `serveConnection(stream, ctx)` (which tells HTTP/2 from HTTP/1.1 by the preface), and `connect`
+ * opens an HBONE stream to an endpoint. In tests both are plain TCP sockets.
+ */
+
+import { randomUUID } from 'node:crypto';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http2, { type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { L7PolicyIndex } from '../shared/policy/l7.js';
+import { createBalancer } from '../shared/routing/balancer.js';
+import type { HeaderMap } from '../shared/routing/filters.js';
+import { RequestLimiter } from '../shared/routing/limits.js';
+import { normalizePath, RegexCache } from '../shared/routing/match.js';
+import { OutlierTracker, type Ejection } from '../shared/routing/outlier.js';
+import { ReplayableBody } from './body.js';
+import { ServiceDirectory, type Destination, type WaypointConfig } from './config.js';
+import { forwardableHeaders, grpcMessage, Http1Downstream, Http2Downstream, type Downstream } from './downstream.js';
+import { flagsText, type Exchange, type RequestContext } from './exchange.js';
+import { requestLabels, WaypointMetrics } from './metrics.js';
+import { authorize, chooseEndpoint, compose, localReply, matchRoute, REQUEST_STAGES, requireRoute, injectFault, respondLocally, splitTraffic, type DestinationState, type Stage, type StageEnv } from './stages.js';
+import { UpstreamPool, type Connector } from './upstream.js';
+
+export type { RequestContext } from './exchange.js';
+export type { WaypointConfig } from './config.js';
+
+/** What the engine needs from its surroundings. */
+export interface WaypointDeps {
+  /** opens the transport to an endpoint ({ip, port} plus the workload and its identity) */
+  connect: Connector;
+  /** milliseconds; for outlier detection and durations */
+  now: () => number;
+  /** in [0, 1); for splits, faults, balancing, back-off jitter */
+  random: () => number;
+  log: Logger;
+  metrics: Registry;
+}
+
+export interface WaypointOptions {
+  /** request body bytes kept for retries and mirrors (Envoy's per-request buffer limit); default 1 MiB */
+  maxReplayBytes?: number;
+}
+
+/** Destination state with what it was built from, so config updates can refresh it. */
+interface TrackedState extends DestinationState {
+  stale: boolean;
+  lb: string;
+}
+
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+
+function headerText(v: string | string[] | undefined): string {
+  return v === undefined ? '' : Array.isArray(v) ? v.join(',') : v;
+}
+
+/** A Downstream for an upgraded (WebSocket) HTTP/1.1 request: local replies are written raw. */
+class UpgradeDownstream implements Downstream {
+  readonly protocol = 'HTTP/1.1' as const;
+  started = false;
+  aborted = false;
+  bytesSent = 0;
+  private cbs: (() => void)[] = [];
+
+  constructor(private readonly socket: Duplex) {
+    socket.once('close', () => {
+      if (this.started) return;
+      this.aborted = true;
+      for (const cb of this.cbs.splice(0)) cb();
+    });
+  }
+
+  reply(status: number, headers: HeaderMap, body: string): void {
+    if (this.started) return;
+    this.started = true;
+    const lines = [`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}`, `content-length: ${Buffer.byteLength(body)}`, 'connection: close'];
+    for (const [k, v] of Object.entries(headers)) if (v !== undefined) lines.push(`${k}: ${headerText(v)}`);
+    this.bytesSent += Buffer.byteLength(body);
+    this.socket.end(`${lines.join('\r\n')}\r\n\r\n${body}`);
+  }
+
+  replyGrpc(grpcStatus: number, message: string): void {
+    this.reply(200, { 'content-type': 'application/grpc', 'grpc-status': String(grpcStatus), 'grpc-message': grpcMessage(message) }, '');
+  }
+
+  relay(): Promise<Record<string, string | string[]>> {
+    return Promise.reject(new Error('upgraded requests are tunnelled, not relayed'));
+  }
+
+  reset(): void {
+    this.started = true;
+    this.socket.destroy();
+  }
+
+  onAbort(cb: () => void): void {
+    if (this.aborted) cb();
+    else this.cbs.push(cb);
+  }
+}
+
+/** Tunnels an upgraded request (WebSocket) to the chosen endpoint: request head, then bytes both ways. */
+function tunnel(socket: Duplex, head: Buffer, upgrade: string): Stage {
+  return async (x, env) => {
+    const d = x.destination!;
+    const e = chooseEndpoint(x, env, d, env.state(d));
+    if (e === null) return localReply(x, 503, 'no healthy upstream', { flag: 'UH' });
+    x.endpoint = e;
+    x.attempts = 1;
+    let up: Duplex;
+    try {
+      up = await env.pool.connectRaw(e);
+    } catch (err) {
+      return localReply(x, 503, `upstream connect error: ${(err as Error).message}`, { flag: 'UF' });
+    }
+    const lines = [`${x.method} ${x.path} HTTP/1.1`, `host: ${x.upstreamAuthority}`, 'connection: Upgrade', `upgrade: ${upgrade}`];
+    for (const [k, v] of Object.entries(x.headers)) if (v !== undefined && k !== 'host') lines.push(`${k}: ${headerText(v)}`);
+    up.write(`${lines.join('\r\n')}\r\n\r\n`);
+    if (head.length > 0) up.write(head);
+    const down = x.down as UpgradeDownstream;
+    down.started = true;
+    await new Promise<void>((resolve) => {
+      let first = true;
+      let closed = 0;
+      const done = (): void => {
+        if (++closed === 2) resolve();
+      };
+      up.on('data', (c: Buffer) => {
+        if (first) {
+          first = false;
+          const m = /^HTTP\/1\.\d (\d{3})/.exec(c.subarray(0, 16).toString('latin1'));
+          x.status = m ? Number(m[1]) : 502;
+        }
+        down.bytesSent += c.length;
+      });
+      up.pipe(socket);
+      socket.pipe(up);
+      up.once('error', () => socket.destroy());
+      socket.once('error', () => up.destroy());
+      up.once('close', done);
+      socket.once('close', done);
+    });
+  };
+}
+
+/**
+ * The waypoint's request engine. One per waypoint process; `update` swaps the config without
+ * dropping requests in flight (they finish with the config they started with).
+ */
+export class WaypointEngine {
+  /** not listening: connections are handed to them by `serveConnection` */
+  readonly http1Server: http.Server;
+  readonly http2Server: http2.Http2Server;
+  private readonly metrics: WaypointMetrics;
+  private readonly pool: UpstreamPool;
+  private readonly states = new Map<string, TrackedState>();
+  private readonly sessions = new Set<ServerHttp2Session>();
+  private readonly active = new Map<string, number>();
+  private readonly contexts = new WeakMap<object, RequestContext>();
+  private readonly maxReplayBytes: number;
+  private readonly handler = compose(REQUEST_STAGES);
+  private dir!: ServiceDirectory;
+  private policies!: L7PolicyIndex;
+  private regexes!: RegexCache;
+  private pendingH2Context: RequestContext | null = null;
+
+  constructor(
+    cfg: WaypointConfig,
+    private readonly deps: WaypointDeps,
+    options: WaypointOptions = {},
+  ) {
+    this.maxReplayBytes = options.maxReplayBytes ?? 1024 * 1024;
+    this.metrics = new WaypointMetrics(deps.metrics);
+    this.pool = new UpstreamPool(deps.connect);
+    this.update(cfg);
+    this.http1Server = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => void this.handleHttp1(req, res));
+    this.http1Server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.handleUpgrade(req, socket, head));
+    this.http1Server.on('clientError', (_err, socket: Duplex) => {
+      if (!socket.destroyed) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+    });
+    this.http2Server = http2.createServer({ maxSessionMemory: 64 });
+    this.http2Server.on('session', (session: ServerHttp2Session) => {
+      if (this.pendingH2Context) this.contexts.set(session, this.pendingH2Context);
+      session.on('error', () => undefined);
+      this.sessions.add(session);
+      session.once('close', () => this.sessions.delete(session));
+    });
+    this.http2Server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void this.handleHttp2(stream, headers));
+  }
+
+  /** Replaces the config: routes, policies, Services and endpoints. Destination state (outlier ejections, cursors) is kept by key. */
+  update(cfg: WaypointConfig): void {
+    this.dir = new ServiceDirectory(cfg);
+    this.policies = new L7PolicyIndex(cfg.policies, cfg.rootNamespace);
+    this.regexes = new RegexCache();
+    // destinations keep their ejections and cursors; their policy is refreshed on next use
+    for (const st of this.states.values()) st.stale = true;
+  }
+
+  private state(d: Destination): DestinationState {
+    let st = this.states.get(d.key);
+    const lbName = JSON.stringify(d.policy.loadBalancer);
+    if (st === undefined) {
+      st = {
+        balancer: createBalancer(d.policy.loadBalancer),
+        tracker: d.policy.outlierDetection ? new OutlierTracker(d.policy.outlierDetection) : null,
+        limiter: new RequestLimiter(d.policy.connectionPool),
+        lb: lbName,
+        stale: false,
+      };
+      this.states.set(d.key, st);
+    } else if (st.stale) {
+      st.stale = false;
+      if (st.lb !== lbName) {
+        st.balancer = createBalancer(d.policy.loadBalancer);
+        st.lb = lbName;
+      }
+      if (d.policy.outlierDetection === null) st.tracker = null;
+      else if (st.tracker === null) st.tracker = new OutlierTracker(d.policy.outlierDetection);
+      else st.tracker.setPolicy(d.policy.outlierDetection);
+      st.tracker?.retain(new Set(d.endpoints.map((e) => e.key)));
+      st.limiter.setLimits(d.policy.connectionPool);
+    }
+    return st;
+  }
+
+  private env(): StageEnv {
+    return {
+      dir: this.dir,
+      policies: this.policies,
+      regexes: this.regexes,
+      waypoint: { name: this.dir.config.waypoint.name, namespace: this.dir.config.waypoint.namespace, gatewayClass: this.dir.config.waypoint.gatewayClass ?? 'istio-waypoint' },
+      pool: this.pool,
+      state: (d) => this.state(d),
+      active: this.active,
+      now: this.deps.now,
+      random: this.deps.random,
+      log: this.deps.log,
+      sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+    };
+  }
+
+  /**
+   * Serves one client connection (an inbound HBONE stream, or a socket): HTTP/2 when it starts
+   * with the HTTP/2 preface, HTTP/1.1 otherwise. `ctx` says who the client is and where it was going.
+   */
+  serveConnection(socket: Duplex, ctx: RequestContext): void {
+    let buf: Buffer = Buffer.alloc(0);
+    socket.on('error', () => undefined);
+    const onData = (c: Buffer): void => {
+      buf = buf.length === 0 ? c : Buffer.concat([buf, c]);
+      const n = Math.min(buf.length, H2_PREFACE.length);
+      const h2 = buf.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+      if (h2 && buf.length < H2_PREFACE.length) return;
+      socket.off('data', onData);
+      socket.pause();
+      socket.unshift(buf);
+      if (h2) {
+        this.pendingH2Context = ctx;
+        try {
+          this.http2Server.emit('connection', socket);
+        } finally {
+          this.pendingH2Context = null;
+        }
+        // after http2 has taken what is buffered (it reads it on the next tick)
+        process.nextTick(() => socket.resume());
+      } else {
+        this.contexts.set(socket, ctx);
+        this.http1Server.emit('connection', socket);
+        socket.resume();
+      }
+    };
+    socket.on('data', onData);
+  }
+
+  private contextOf(key: object | null | undefined, fallback: { remoteAddress?: string; remotePort?: number } | null): RequestContext {
+    const ctx = key ? this.contexts.get(key) : undefined;
+    if (ctx) return ctx;
+    return { source: { ip: fallback?.remoteAddress ?? '', port: fallback?.remotePort ?? 0, identity: null }, destination: null };
+  }
+
+  private exchange(down: Downstream, ctx: RequestContext, method: string, path: string, authority: string, scheme: string, raw: IncomingHttpHeaders, hasBody: boolean, body: ReplayableBody): Exchange {
+    const headers = forwardableHeaders(raw, true);
+    delete headers.host;
+    // 100-continue is answered by the server in front of us; the backend gets the body straight away
+    delete headers.expect;
+    if (!headers['x-request-id']) headers['x-request-id'] = randomUUID();
+    const ct = headerText(headers['content-type']);
+    return {
+      id: headerText(headers['x-request-id']),
+      start: this.deps.now(),
+      ctx,
+      down,
+      downstreamProtocol: down.protocol,
+      method,
+      path: normalizePath(path || '/'),
+      authority,
+      upstreamAuthority: authority,
+      scheme: scheme === 'https' ? 'https' : 'http',
+      headers,
+      grpc: ct.startsWith('application/grpc') && !ct.startsWith('application/grpc-web'),
+      hasBody,
+      body,
+      sourceWorkload: this.dir.workloadByIp(ctx.source.ip) ?? null,
+      addressed: null,
+      selection: null,
+      rule: null,
+      overlay: null,
+      decision: null,
+      backend: null,
+      destination: null,
+      endpoint: null,
+      attempts: 0,
+      status: 0,
+      grpcStatus: null,
+      flags: new Set(),
+      detail: null,
+    };
+  }
+
+  /** Handles one HTTP/1.1 request (from `http1Server`, or from a server of the caller's). */
+  async handleHttp1(req: IncomingMessage, res: ServerResponse, ctx?: RequestContext): Promise<void> {
+    const c = ctx ?? this.contextOf(req.socket, req.socket);
+    const down = new Http1Downstream(req, res);
+    const hasBody = (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0') || req.headers['transfer-encoding'] !== undefined;
+    const x = this.exchange(down, c, req.method ?? 'GET', req.url ?? '/', req.headers.host ?? '', 'http', req.headers, hasBody, new ReplayableBody(req, this.maxReplayBytes));
+    await this.run(x, this.handler);
+  }
+
+  /** Handles one HTTP/2 stream (from `http2Server`, or from a server of the caller's). */
+  async handleHttp2(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, ctx?: RequestContext): Promise<void> {
+    const session = stream.session;
+    const sock = session?.socket as { remoteAddress?: string; remotePort?: number } | undefined;
+    const c = ctx ?? this.contextOf(session, sock ?? null);
+    const down = new Http2Downstream(stream);
+    const method = headerText(headers[':method']) || 'GET';
+    const authority = headerText(headers[':authority']) || headerText(headers.host);
+    if (method === 'CONNECT') {
+      stream.respond({ ':status': 405 }, { endStream: true });
+      return;
+    }
+    const x = this.exchange(down, c, method, headerText(headers[':path']), authority, headerText(headers[':scheme']), headers, !stream.endAfterHeaders, new ReplayableBody(stream, this.maxReplayBytes));
+    await this.run(x, this.handler);
+  }
+
+  /** Handles an HTTP/1.1 Upgrade (WebSocket): routed and authorized like any request, then tunnelled. */
+  async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, ctx?: RequestContext): Promise<void> {
+    const c = ctx ?? this.contextOf(socket, req.socket);
+    socket.on('error', () => undefined);
+    const down = new UpgradeDownstream(socket);
+    const x = this.exchange(down, c, req.method ?? 'GET', req.url ?? '/', req.headers.host ?? '', 'http', req.headers, false, new ReplayableBody(req, 0));
+    const stages: Stage[] = [matchRoute, authorize, requireRoute, injectFault, respondLocally, splitTraffic, tunnel(socket, head, headerText(req.headers.upgrade))];
+    await this.run(x, compose(stages));
+  }
+
+  private async run(x: Exchange, handler: (x: Exchange, env: StageEnv) => Promise<void>): Promise<void> {
+    try {
+      await handler(x, this.env());
+      if (x.status === 0 && !x.down.started && !x.down.aborted) localReply(x, 500, 'internal error: no response');
+    } catch (err) {
+      this.deps.log.error({ err, 'request.id': x.id }, 'request failed inside the waypoint');
+      x.detail = (err as Error).message;
+      if (!x.down.started) localReply(x, 500, 'internal error');
+      else x.down.reset();
+    }
+    this.report(x);
+  }
+
+  /** Metrics and the access-log line of one request. */
+  private report(x: Exchange): void {
+    const durationMs = Math.max(0, this.deps.now() - x.start);
+    const a = x.addressed;
+    const dstService = x.destination?.service ?? (a?.kind === 'service' ? a.service : null);
+    const status = x.status === 0 ? (x.down.aborted ? 0 : 500) : x.status;
+    const flags = flagsText(x.flags);
+    const w = x.endpoint?.workload ?? null;
+    this.metrics.record(
+      requestLabels({
+        source: x.sourceWorkload,
+        sourcePrincipal: x.ctx.source.identity,
+        destinationService: dstService,
+        destination: w,
+        destinationPrincipal: x.endpoint?.identity ?? null,
+        protocol: x.grpc ? 'grpc' : 'http',
+        status,
+        grpcStatus: x.grpc ? x.grpcStatus : null,
+        flags,
+      }),
+      durationMs,
+      x.body.bytes,
+      x.down.bytesSent,
+    );
+    const route = x.selection ? `${x.selection.route.kind} ${x.selection.route.key} ${x.selection.rule.name}` : x.rule ? 'default' : null;
+    this.deps.log.info(
+      {
+        type: 'access',
+        'request.id': x.id,
+        'src.addr': `${x.ctx.source.ip}:${x.ctx.source.port}`,
+        'src.identity': x.ctx.source.identity,
+        'src.workload': x.sourceWorkload ? `${x.sourceWorkload.namespace}/${x.sourceWorkload.name}` : null,
+        'dst.service': dstService?.hostname ?? null,
+        'dst.addr': x.endpoint?.key ?? null,
+        'dst.workload': w ? `${w.namespace}/${w.name}` : null,
+        method: x.method,
+        path: x.path,
+        authority: x.authority,
+        protocol: x.downstreamProtocol,
+        status,
+        'grpc.status': x.grpcStatus,
+        flags,
+        route,
+        authz: x.decision && (x.decision.policy !== null || !x.decision.allowed) ? x.decision.reason : undefined,
+        attempts: x.attempts,
+        'duration.ms': durationMs,
+        'bytes.received': x.body.bytes,
+        'bytes.sent': x.down.bytesSent,
+        detail: x.detail ?? undefined,
+        traceparent: x.headers.traceparent ?? x.headers['x-b3-traceid'] ?? undefined,
+      },
+      'request',
+    );
+  }
+
+  /** Current outlier ejections per destination, for debugging. */
+  ejections(): Record<string, Ejection[]> {
+    const out: Record<string, Ejection[]> = {};
+    const now = this.deps.now();
+    for (const [k, st] of this.states) {
+      const e = st.tracker?.ejections(now) ?? [];
+      if (e.length > 0) out[k] = e;
+    }
+    return out;
+  }
+
+  /** Closes pooled upstream connections and the client connections handed in. */
+  async close(): Promise<void> {
+    this.pool.close();
+    this.http1Server.closeAllConnections();
+    for (const s of this.sessions) s.destroy();
+    this.sessions.clear();
+  }
+}
