@@ -1,33 +1,86 @@
 #!/usr/bin/env node
 /**
- * Side-by-side benchmark of ambit L4 against no mesh ("direct"), on the same path, in one run.
+ * Side-by-side benchmark of ambit L4 against no mesh ("direct") and against a peer made of two
+ * HAProxy instances doing L4 mTLS in the ztunnels' places ("HAProxy pair"), on the same path, in one run.
  *
  * Builds one local mesh from bench/mesh/bench.yaml (two nodes; namespace `bench` is ambient,
- * namespace `plain` is not; each has a client pod on node-1 and a server pod on node-2), then,
- * alternating direct and ambit, repeated, runs the load generators in bench/tools inside the
+ * namespace `plain` is not; each has a client pod on node-1 and a server pod on node-2), starts the
+ * two HAProxies inside the node netns (bench/lib/haproxy.ts), checks which path is which, then,
+ * rotating the order of the three paths per repetition, runs the tools of bench/tools inside the
  * client pods' network namespaces:
  *   1. one-stream bulk throughput (1 GiB; --quick 256 MiB) into a sink,
- *   2. open-loop 1 KiB request/response latency at 1000 rps over 4 connections (20 s; --quick 5 s),
- *   3. CPU seconds (utime+stime from /proc) of each ztunnel per 1000 requests, and their RSS.
- * Prints a Markdown table (medians; ratios and differences paired per repetition) and writes JSON.
- * The mesh is always removed at the end, also after a failure or Ctrl-C.
+ *   2. open-loop 1 KiB request/response latency at 1000 rps and at a higher rate,
+ *   3. connection churn: new connections per second, each one short request/response,
+ *   4. CPU seconds (utime+stime from /proc) of every process on the path per unit of work,
+ * and once per path at the end 5. RSS per idle proxied connection, holding 10,000 connections.
+ * Prints Markdown tables (medians; ratios and differences paired per repetition), writes JSON,
+ * Markdown and an SVG chart, and (full runs) pastes the tables into bench/README.md.
+ * The HAProxies and the mesh are always removed at the end, also after a failure or Ctrl-C.
  *
- *   npm run bench -- [--quick] [--repeat N] [--out FILE.json] [--name benchNAME]
+ *   npm run bench -- [--quick] [--repeat N] [--out FILE.json] [--name benchNAME] [--haproxy-threads N]
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { latencySvg } from './lib/chart.js';
+import { frontendSessions, haproxyVersion, PEER_PORTS, removeLeftoverPeer, SERVER_NAME, sslInfo, startPeer, stopPeer, type Peer } from './lib/haproxy.js';
+import {
+  children,
+  clock,
+  cpuSplit,
+  flags,
+  kernelThreads,
+  machineCpu,
+  memory,
+  nofile,
+  otherLoad,
+  resolvePid,
+  runCmd,
+  sleep,
+  type Mem,
+  type RunOptions,
+  type RunResult,
+} from './lib/proc.js';
+import {
+  addedTable,
+  fmt,
+  goals,
+  goalsTable,
+  lat,
+  mainTable,
+  median,
+  PATH_LABEL,
+  PATHS,
+  proxyTable,
+  Results,
+  runsTable,
+  sizeLabel,
+  splitTable,
+  lossTable,
+  type Kind,
+  type PathName,
+  type Run,
+  type Tracked,
+  type Workload,
+} from './lib/report.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+const CLUSTER_MODULE = join(ROOT, 'dist', 'cli', 'local', 'cluster.js');
 const TOOLS = join(ROOT, 'bench', 'tools');
 const MESH_DIR = join(ROOT, 'bench', 'mesh');
+const RESULTS_DIR = join(ROOT, 'bench', 'results');
+const DEFAULT_OUT = join(RESULTS_DIR, 'latest.json');
+/** quick runs (smoke tests) write here by default, so they do not replace the full run's results the README shows */
+const DEFAULT_QUICK_OUT = join(RESULTS_DIR, 'quick.json');
+const README = join(ROOT, 'bench', 'README.md');
 const STATE_ROOT = process.env.AMBIT_STATE_DIR ?? '/run/ambit';
 const SINK_PORT = 9000;
 const RR_PORT = 9001;
+const README_START = '<!-- bench:results:start -->';
+const README_END = '<!-- bench:results:end -->';
 
 // ---------------------------------------------------------------- options
 
@@ -36,34 +89,42 @@ interface Options {
   repeat: number;
   out: string;
   name: string;
-  /** folder for V8 CPU profiles of the ztunnels (and control plane); null = no profiling */
+  /** folder for V8 CPU profiles of the ztunnels; null = no profiling */
   profile: string | null;
-}
-
-interface Workload {
-  bulkBytes: number;
-  bulkTimeoutS: number;
-  rate: number;
-  conns: number;
-  size: number;
-  durationS: number;
-  warmupS: number;
-  /** a total time budget; repetitions that would not fit are skipped (quick mode) */
-  budgetS: number | null;
+  haproxyThreads: number;
+  idleConns: number | null;
+  /** paste the tables into bench/README.md: null = only for a full, unprofiled run to the default --out */
+  readme: boolean | null;
 }
 
 function usage(): string {
-  return `usage: npm run bench -- [--quick] [--repeat N] [--out FILE.json] [--name benchNAME]
-  --quick        256 MiB bulk, 5 s latency runs, whole bench within about a minute
-  --repeat N     repetitions of each measurement, median reported (default 3)
-  --out FILE     JSON results (default bench/results/latest.json; the table also goes to FILE with .md)
-  --name NAME    name of the local mesh (must start with "bench"; default bench)
-  --profile DIR  run the ztunnels under the V8 sampling profiler: each writes a .cpuprofile into DIR
-                 when the mesh is removed (the profiler costs CPU: do not publish those numbers)`;
+  return `usage: npm run bench -- [--quick] [--repeat N] [--out FILE.json] [--name benchNAME] [--haproxy-threads N]
+  --quick              smoke test within about a minute: 1 repetition, 128 MiB bulk, short latency and churn
+                       runs, 2,000 idle connections
+  --repeat N           repetitions of each measurement, median reported (default 3; --quick 1)
+  --out FILE           JSON results (default bench/results/latest.json, --quick: bench/results/quick.json);
+                       the tables go to FILE with .md, the chart to FILE-latency.svg (for the default:
+                       bench/results/latency.svg)
+  --name NAME          name of the local mesh (must start with "bench"; default bench)
+  --haproxy-threads N  nbthread of each HAProxy (default 1: one event loop, like a ztunnel)
+  --idle-conns N       idle connections to hold (default 10000; --quick 2000; capped by the fd limit)
+  --readme / --no-readme
+                       paste the tables into bench/README.md (default: only for a full run to the default --out)
+  --profile DIR        run the ztunnels under the V8 sampling profiler: each writes a .cpuprofile into DIR
+                       when the mesh is removed (the profiler costs CPU: do not publish those numbers)
+Exit status: 0 when every measurement ran, 1 when any failed (the reason is printed), 2 for bad flags.`;
 }
 
+class UsageError extends Error {}
+
 function parseOptions(argv: string[]): Options {
-  const o: Options = { quick: false, repeat: 3, out: join(ROOT, 'bench', 'results', 'latest.json'), name: 'bench', profile: null };
+  let outGiven = false;
+  const o: Options = { quick: false, repeat: 0, out: DEFAULT_OUT, name: 'bench', profile: null, haproxyThreads: 1, idleConns: null, readme: null };
+  const int = (a: string, v: string, lo: number, hi: number): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < lo || n > hi) throw new UsageError(`${a} must be a whole number from ${lo} to ${hi}, got "${v}"`);
+    return n;
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
@@ -72,106 +133,116 @@ function parseOptions(argv: string[]): Options {
       return v;
     };
     if (a === '--quick') o.quick = true;
-    else if (a === '--repeat') {
-      const v = value();
-      o.repeat = Number(v);
-      if (!Number.isInteger(o.repeat) || o.repeat < 1 || o.repeat > 50) throw new UsageError(`--repeat must be a whole number from 1 to 50, got "${v}"`);
-    } else if (a === '--out') o.out = resolve(value());
+    else if (a === '--repeat') o.repeat = int(a, value(), 1, 50);
+    else if (a === '--out') {
+      o.out = resolve(value());
+      outGiven = true;
+    }
     else if (a === '--name') {
       o.name = value();
       if (!/^bench[a-z0-9-]{0,20}$/.test(o.name)) throw new UsageError(`--name must start with "bench" (lowercase letters, digits, '-'), got "${o.name}"`);
     } else if (a === '--profile') o.profile = resolve(value());
+    else if (a === '--haproxy-threads') o.haproxyThreads = int(a, value(), 1, 64);
+    else if (a === '--idle-conns') o.idleConns = int(a, value(), 1, 100_000);
+    else if (a === '--readme') o.readme = true;
+    else if (a === '--no-readme') o.readme = false;
     else if (a === '--help' || a === '-h') {
       console.log(usage());
       process.exit(0);
     } else throw new UsageError(`unknown argument "${a}"`);
   }
+  if (o.repeat === 0) o.repeat = o.quick ? 1 : 3;
+  if (!outGiven && o.quick) o.out = DEFAULT_QUICK_OUT;
   return o;
 }
 
-class UsageError extends Error {}
+/**
+ * How many idle connections fit: every 1:1 proxy (HAProxy on both nodes, ztunnel on node-2) holds two
+ * sockets per proxied connection, and the hard RLIMIT_NOFILE cannot be raised without CAP_SYS_RESOURCE.
+ */
+function idleCount(wanted: number): { count: number; note: string | null } {
+  const hard = nofile('self').hard;
+  const fit = Number.isFinite(hard) ? Math.floor((hard - 120) / 2 / 50) * 50 : wanted;
+  if (fit >= wanted) return { count: wanted, note: null };
+  return {
+    count: Math.max(50, fit),
+    note: `${Math.max(50, fit)} instead of ${wanted}: the hard open-files limit here is ${hard} and cannot be raised, and a 1:1 proxy holds two sockets per connection`,
+  };
+}
 
 function workloadFor(o: Options): Workload {
+  const wanted = o.idleConns ?? (o.quick ? 2000 : 10_000);
+  const idle = idleCount(wanted);
+  const base = { size: 1024, conns: 4 };
   return o.quick
-    ? { bulkBytes: 256 * 1024 ** 2, bulkTimeoutS: 40, rate: 1000, conns: 4, size: 1024, durationS: 5, warmupS: 0.5, budgetS: 60 }
-    : { bulkBytes: 1024 ** 3, bulkTimeoutS: 150, rate: 1000, conns: 4, size: 1024, durationS: 20, warmupS: 2, budgetS: null };
+    ? {
+        ...base,
+        bulkBytes: 128 * 1024 ** 2,
+        bulkTimeoutS: 40,
+        rates: [
+          { rate: 1000, durationS: 2, warmupS: 0.3 },
+          { rate: 2000, durationS: 1, warmupS: 0.3 },
+        ],
+        churn: { workers: 8, durationS: 1, warmupS: 0.2 },
+        idle: { wanted, count: idle.count, parallel: 64, settleS: 1, limitNote: idle.note },
+      }
+    : {
+        ...base,
+        bulkBytes: 1024 ** 3,
+        bulkTimeoutS: 150,
+        rates: [
+          { rate: 1000, durationS: 15, warmupS: 1 },
+          { rate: 4000, durationS: 8, warmupS: 1 },
+        ],
+        churn: { workers: 8, durationS: 8, warmupS: 0.5 },
+        idle: { wanted, count: idle.count, parallel: 64, settleS: 3, limitNote: idle.note },
+      };
 }
 
-// ---------------------------------------------------------------- processes
+// ---------------------------------------------------------------- running things
 
-const children = new Set<ChildProcess>();
-let aborting = false;
-
-interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-}
-
-/** Runs a command asynchronously (never execSync: ztunnels share this machine), bounded by timeoutMs. */
-function runCmd(file: string, args: string[], opts: { timeoutMs: number; echo?: string; detached?: boolean; env?: NodeJS.ProcessEnv }): Promise<RunResult> {
-  return new Promise((resolvePromise, reject) => {
-    if (aborting && !opts.detached) {
-      reject(new Error('interrupted'));
-      return;
-    }
-    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: opts.detached ?? false, env: opts.env ?? process.env });
-    children.add(child);
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    const echo = (chunk: string): void => {
-      if (opts.echo === undefined) return;
-      for (const line of chunk.split('\n')) if (line.trim() !== '') console.log(`${opts.echo}${line}`);
-    };
-    child.stdout!.on('data', (c: Buffer) => {
-      stdout += c.toString();
-      echo(c.toString());
-    });
-    child.stderr!.on('data', (c: Buffer) => {
-      stderr += c.toString();
-      echo(c.toString());
-    });
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, opts.timeoutMs);
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      children.delete(child);
-      reject(new Error(`cannot run ${file}: ${err.message}`));
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      children.delete(child);
-      resolvePromise({ code: code ?? (signal ? 128 : 1), stdout, stderr, timedOut });
-    });
-  });
-}
-
-function cli(args: string[], opts: { timeoutMs: number; echo?: string; detached?: boolean; env?: NodeJS.ProcessEnv }): Promise<RunResult> {
+function cli(args: string[], opts: RunOptions): Promise<RunResult> {
   return runCmd(process.execPath, [CLI, ...args], opts);
 }
 
-/** Runs a bench tool inside a pod's netns; resolves with its JSON result line. */
-async function tool(netns: string, name: string, args: string[], timeoutS: number): Promise<Record<string, unknown>> {
-  const r = await runCmd('ip', ['netns', 'exec', netns, process.execPath, join(TOOLS, name), ...args], { timeoutMs: timeoutS * 1000 });
-  if (aborting) throw new Error('interrupted');
-  const line = r.stdout.trim().split('\n').pop() ?? '';
+interface ToolOptions {
+  /** accept a result with ok=false: returns a warning to keep it, or null to treat it as a failure */
+  accept?: (parsed: Record<string, unknown>) => string | null;
+  /** extra command in front of `ip netns exec` (e.g. prlimit) */
+  wrap?: string[];
+  stdin?: boolean;
+  onLine?: RunOptions['onLine'];
+}
+
+function explain(parsed: Record<string, unknown>): string {
+  const parts: string[] = [];
+  if (typeof parsed.error === 'string') parts.push(parsed.error);
+  if (typeof parsed.stopped === 'string') parts.push(`stopped: ${parsed.stopped}`);
+  if (Array.isArray(parsed.errorMessages) && parsed.errorMessages.length) parts.push(`errors: ${parsed.errorMessages.join('; ')}`);
+  if (typeof parsed.lost === 'number' && parsed.lost > 0) parts.push(`${parsed.lost} of ${String(parsed.sent)} requests unanswered`);
+  return parts.length ? parts.join('; ') : JSON.stringify(parsed).slice(0, 400);
+}
+
+/** Runs a bench tool inside a network namespace; resolves with its JSON result line (and a warning, if accepted with one). */
+async function tool(netns: string, name: string, args: string[], timeoutS: number, t: ToolOptions = {}): Promise<{ result: Record<string, unknown>; warning?: string }> {
+  const argv = [...(t.wrap ?? []), 'ip', 'netns', 'exec', netns, process.execPath, join(TOOLS, name), ...args];
+  const r = await runCmd(argv[0]!, argv.slice(1), { timeoutMs: timeoutS * 1000, ...(t.stdin ? { stdin: true } : {}), ...(t.onLine ? { onLine: t.onLine } : {}) });
+  if (flags.aborting) throw new Error('interrupted');
+  const lines = r.stdout.trim().split('\n');
   let parsed: Record<string, unknown> | null = null;
   try {
-    parsed = JSON.parse(line) as Record<string, unknown>;
+    parsed = JSON.parse(lines[lines.length - 1] ?? '') as Record<string, unknown>;
   } catch {
     /* reported below */
   }
   if (r.timedOut) throw new Error(`${name} in ${netns} did not finish within ${timeoutS} s and was killed${r.stderr ? `: ${r.stderr.trim()}` : ''}`);
-  if (!parsed) throw new Error(`${name} in ${netns} exited with ${r.code} without a result${r.stderr ? `: ${r.stderr.trim()}` : ''}`);
+  if (!parsed || parsed.phase !== undefined) throw new Error(`${name} in ${netns} exited with ${r.code} without a result${r.stderr ? `: ${r.stderr.trim()}` : ''}`);
   if (parsed.ok !== true) {
-    const why = typeof parsed.error === 'string' ? parsed.error : `${JSON.stringify(parsed).slice(0, 400)}`;
-    throw new Error(`${name} in ${netns} failed: ${why}`);
+    const warning = t.accept?.(parsed) ?? null;
+    if (warning !== null) return { result: parsed, warning };
+    throw new Error(`${name} in ${netns} failed: ${explain(parsed)}`);
   }
-  return parsed;
+  return { result: parsed };
 }
 
 // ---------------------------------------------------------------- mesh set-up and teardown
@@ -189,26 +260,52 @@ interface NodeView {
   name: string;
   netns: string;
   ip: string;
-  ztunnel: string;
 }
 interface StateFile {
   processes: { role: string; name: string; pid: number; log: string }[];
-  dir: string;
 }
 
 let meshName = 'bench';
 let meshMayExist = false;
+let peer: Peer | null = null;
+let peerDir = '';
 let teardownPromise: Promise<void> | null = null;
 
+async function meshDown(name: string): Promise<void> {
+  let last = '';
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    // detached: a second Ctrl-C in the terminal does not kill the clean-up
+    const r = await cli(['local', 'down', '--name', name], { timeoutMs: 90_000, echo: '  | ', detached: true });
+    if (r.code === 0 && !r.timedOut) return;
+    last = r.timedOut ? 'timed out' : `exit ${r.code}`;
+    if (attempt < 3) await sleep(3000);
+  }
+  // The CLI may be broken for a moment (the tree is being rebuilt): call its library directly.
+  console.log(`  \`ambit local down\` failed (${last}); trying ${CLUSTER_MODULE} directly`);
+  const mod = (await import(pathToFileURL(CLUSTER_MODULE).href)) as { down: (root: string, name: string, say: (l: string) => void) => Promise<boolean> };
+  await mod.down(STATE_ROOT, name, (l) => console.log(`  | ${l}`));
+}
+
 function teardown(): Promise<void> {
-  if (!meshMayExist) return Promise.resolve();
   teardownPromise ??= (async () => {
+    if (peer || peerDir) {
+      try {
+        if (peer) {
+          await stopPeer(peer);
+          say('HAProxy stopped');
+        } else await removeLeftoverPeer(peerDir);
+        peer = null;
+      } catch (err) {
+        console.error(`bench: stopping HAProxy failed (${(err as Error).message}); its pids are in ${peerDir}/pids`);
+        process.exitCode = 1;
+      }
+    }
+    if (!meshMayExist) return;
     console.log(`\ntearing down mesh "${meshName}"…`);
     try {
-      // detached: a second Ctrl-C in the terminal does not kill the clean-up
-      const r = await cli(['local', 'down', '--name', meshName], { timeoutMs: 90_000, echo: '  | ', detached: true });
-      if (r.code !== 0 || r.timedOut) throw new Error(r.timedOut ? 'timed out' : `exit ${r.code}`);
+      await meshDown(meshName);
       meshMayExist = false;
+      say(`mesh "${meshName}" removed`);
     } catch (err) {
       console.error(`bench: removing the mesh failed (${(err as Error).message}); run \`node dist/cli/main.js local down --name ${meshName}\` as root`);
       process.exitCode = 1;
@@ -224,100 +321,50 @@ async function leftovers(name: string): Promise<boolean> {
   return r.stdout.split('\n').some((l) => own.test(l.trim()));
 }
 
-/** The node process of a ztunnel: the recorded pid (ip netns exec execs), or its descendant running ztunnel/main.js. */
-function ztunnelPid(pid: number): number {
-  const cmd = (p: number): string => {
+// ---------------------------------------------------------------- /proc readings
+
+let tracked: Tracked[] = [];
+/** pids that count as the bench's own load (mesh processes, HAProxies, ksoftirqd) */
+let ourPids: number[] = [];
+
+/** CPU seconds (utime+stime) and system CPU seconds (stime) of every tracked process */
+function cpuAll(): { total: Record<string, number>; sys: Record<string, number> } {
+  const total: Record<string, number> = {};
+  const sys: Record<string, number> = {};
+  for (const t of tracked) {
     try {
-      return readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ');
+      const c = cpuSplit(t.pid);
+      total[t.label] = c.user + c.sys;
+      sys[t.label] = c.sys;
     } catch {
-      return '';
-    }
-  };
-  if (cmd(pid).includes('ztunnel')) return pid;
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    const p = Number(d);
-    try {
-      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid && cmd(p).includes('ztunnel')) return p;
-    } catch {
-      /* gone */
+      /* exited: reported as missing */
     }
   }
-  throw new Error(`process ${pid} from the state file is not a ztunnel (${cmd(pid) || 'not running'})`);
+  return { total, sys };
 }
 
-// ---------------------------------------------------------------- /proc
-
-let clockTicks = 100;
-
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // rest[0] is field 3 (state); utime is field 14, stime field 15
-  return (Number(rest[11]) + Number(rest[12])) / clockTicks;
-}
-
-function memory(pid: number): { rssMiB: number; hwmMiB: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
-  return { rssMiB: kb('VmRSS') / 1024, hwmMiB: kb('VmHWM') / 1024 };
-}
-
-interface Ztunnel {
-  node: string;
-  pid: number;
-  netns: string;
-  ip: string;
-  log: string;
-}
-
-function cpuAll(zs: Ztunnel[]): Record<string, number> {
-  return Object.fromEntries(zs.map((z) => [z.node, cpuSeconds(z.pid)]));
-}
-
-/** pids of every process of the mesh (control plane, ztunnels, pod commands), from the state file */
-let meshPids: number[] = [];
-
-/**
- * CPU seconds used on the whole machine, and by this bench (itself and its finished children: the
- * load generators) plus the mesh's processes. The difference is load from *other* processes,
- * i.e. how noisy the machine was during a run.
- */
-function machineCpu(): { busy: number; ours: number } {
-  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  // user nice system idle iowait irq softirq steal guest guest_nice (guest time is already in user)
-  const busy = (line[0]! + line[1]! + line[2]! + line[5]! + line[6]! + (line[7] ?? 0)) / clockTicks;
-  const self = readFileSync('/proc/self/stat', 'utf8');
-  const rest = self.slice(self.lastIndexOf(')') + 2).split(' ');
-  let ours = (Number(rest[11]) + Number(rest[12]) + Number(rest[13]) + Number(rest[14])) / clockTicks;
-  for (const pid of meshPids) {
+function rssAll(): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const t of tracked) {
     try {
-      ours += cpuSeconds(pid);
+      out[t.label] = memory(t.pid).rssMiB;
     } catch {
       /* exited */
-    }
-  }
-  return { busy, ours };
-}
-
-function kernelThreads(name: RegExp): number[] {
-  const out: number[] = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      if (name.test(readFileSync(`/proc/${d}/comm`, 'utf8').trim())) out.push(Number(d));
-    } catch {
-      /* gone */
     }
   }
   return out;
 }
 
-/** vCPU used by processes that are not the bench's or the mesh's, between two machineCpu() readings. */
-function otherLoad(a: { busy: number; ours: number }, b: { busy: number; ours: number }, seconds: number): number {
-  return Math.max(0, b.busy - a.busy - (b.ours - a.ours)) / seconds;
+function memoryOrNull(pid: number): Mem | null {
+  try {
+    return memory(pid);
+  } catch {
+    return null;
+  }
+}
+
+function diff(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.keys(a).map((k) => [k, a[k]! - (b[k] ?? 0)]));
 }
 
 function metricSum(text: string, name: string): number {
@@ -332,249 +379,159 @@ function metricSum(text: string, name: string): number {
   return sum;
 }
 
-/** Sum of istio_tcp_connections_opened_total of a ztunnel, read from inside its node's netns. */
-async function openedTotal(z: Ztunnel): Promise<number> {
-  const script = `fetch('http://${z.ip}:15020/metrics').then(r=>r.text()).then(t=>process.stdout.write(t),e=>{console.error(e.message);process.exit(1)})`;
-  const r = await runCmd('ip', ['netns', 'exec', z.netns, process.execPath, '-e', script], { timeoutMs: 10_000 });
-  if (r.code !== 0) throw new Error(`cannot read metrics of ztunnel on ${z.node}: ${r.stderr.trim()}`);
-  return metricSum(r.stdout, 'istio_tcp_connections_opened_total');
+/**
+ * Sums of istio_tcp_connections_opened_total of the ztunnels, read by one process inside the first
+ * node's netns (the other nodes' addresses are reachable from there over the fabric).
+ */
+async function openedTotals(nodes: NodeView[]): Promise<number[]> {
+  const urls = JSON.stringify(nodes.map((n) => `http://${n.ip}:15020/metrics`));
+  const script = `Promise.all(${urls}.map(u=>fetch(u).then(r=>r.text()))).then(t=>process.stdout.write(JSON.stringify(t)),e=>{console.error(e.message);process.exit(1)})`;
+  const r = await runCmd('ip', ['netns', 'exec', nodes[0]!.netns, process.execPath, '-e', script], { timeoutMs: 10_000 });
+  if (r.code !== 0) throw new Error(`cannot read the ztunnels' metrics: ${r.stderr.trim()}`);
+  return (JSON.parse(r.stdout) as string[]).map((t) => metricSum(t, 'istio_tcp_connections_opened_total'));
 }
 
 // ---------------------------------------------------------------- measurements
 
-type PathName = 'direct' | 'ambit';
-const PATH_LABEL: Record<PathName, string> = { direct: 'direct', ambit: 'ambit L4' };
-
 interface BenchPath {
   name: PathName;
+  /** netns the load tools run in (the client pod's) */
+  netns: string;
+  host: string;
+  sinkPort: number;
+  rrPort: number;
   client: PodView;
   server: PodView;
 }
 
-interface LatencySummary {
-  count: number;
-  mean: number | null;
-  p50: number | null;
-  p90: number | null;
-  p99: number | null;
-  p999: number | null;
-  max: number | null;
-}
-
-interface BulkRun {
-  kind: 'bulk';
-  rep: number;
-  path: PathName;
-  ok: boolean;
-  error?: string;
-  gbps?: number;
-  seconds?: number;
-  bytes?: number;
-  ztunnelCpuSeconds?: Record<string, number>;
-  /** vCPU used meanwhile by processes outside the bench and the mesh (noise) */
-  otherVcpu?: number;
-}
-
-interface LatencyRun {
-  kind: 'latency';
-  rep: number;
-  path: PathName;
-  ok: boolean;
-  error?: string;
-  latencyMs?: LatencySummary;
-  sendLagMs?: LatencySummary;
-  sent?: number;
-  answered?: number;
-  lost?: number;
-  wallSeconds?: number;
-  ztunnelCpuSeconds?: Record<string, number>;
-  ztunnelCpuPer1000?: Record<string, number>;
-  ztunnelVcpu?: Record<string, number>;
-  ztunnelMemory?: Record<string, { rssMiB: number; hwmMiB: number }>;
-  /** vCPU used meanwhile by processes outside the bench and the mesh (noise) */
-  otherVcpu?: number;
-}
-
-type Run = BulkRun | LatencyRun;
-
-async function bulkRun(p: BenchPath, rep: number, w: Workload, zs: Ztunnel[]): Promise<BulkRun> {
-  const before = cpuAll(zs);
-  const m0 = machineCpu();
+/** Runs one measurement with CPU accounting around it. */
+async function measure(kind: Kind, p: BenchPath, rep: number, rate: number | undefined, run: () => Promise<{ result: Record<string, unknown>; warning?: string; extra?: Partial<Run> }>): Promise<Run> {
+  const before = cpuAll();
+  const m0 = machineCpu(ourPids);
   const t0 = process.hrtime.bigint();
+  const base: Run = { kind, rep, path: p.name, ok: false, ...(rate !== undefined ? { rate } : {}) };
   try {
-    const r = await tool(p.client.netns, 'bulk.mjs', ['--host', p.server.ip, '--port', String(SINK_PORT), '--bytes', String(w.bulkBytes), '--timeout', String(w.bulkTimeoutS)], w.bulkTimeoutS + 15);
-    const after = cpuAll(zs);
-    const other = otherLoad(m0, machineCpu(), Number(process.hrtime.bigint() - t0) / 1e9);
-    return { kind: 'bulk', rep, path: p.name, ok: true, gbps: r.gbps as number, seconds: r.seconds as number, bytes: r.bytes as number, ztunnelCpuSeconds: diff(after, before), otherVcpu: other };
-  } catch (err) {
-    return { kind: 'bulk', rep, path: p.name, ok: false, error: (err as Error).message };
-  }
-}
-
-async function latencyRun(p: BenchPath, rep: number, w: Workload, zs: Ztunnel[]): Promise<LatencyRun> {
-  const before = cpuAll(zs);
-  const m0 = machineCpu();
-  const t0 = process.hrtime.bigint();
-  try {
-    const r = await tool(
-      p.client.netns,
-      'loadgen.mjs',
-      ['--host', p.server.ip, '--port', String(RR_PORT), '--rate', String(w.rate), '--conns', String(w.conns), '--size', String(w.size), '--duration', String(w.durationS), '--warmup', String(w.warmupS)],
-      w.durationS + w.warmupS + 40,
-    );
+    const r = await run();
     const wall = Number(process.hrtime.bigint() - t0) / 1e9;
-    const cpu = diff(cpuAll(zs), before);
-    const other = otherLoad(m0, machineCpu(), wall);
-    const sent = r.sent as number;
-    return {
-      kind: 'latency',
-      rep,
-      path: p.name,
-      ok: true,
-      latencyMs: r.latencyMs as LatencySummary,
-      sendLagMs: r.sendLagMs as LatencySummary,
-      sent,
-      answered: r.answered as number,
-      lost: r.lost as number,
-      wallSeconds: wall,
-      ztunnelCpuSeconds: cpu,
-      ztunnelCpuPer1000: Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, v / (sent / 1000)])),
-      // over the generator's whole life (process start, connect, warm-up, run, drain)
-      ztunnelVcpu: Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, v / wall])),
-      ztunnelMemory: Object.fromEntries(zs.map((z) => [z.node, memory(z.pid)])),
-      otherVcpu: other,
-    };
+    const m1 = machineCpu(ourPids);
+    const after = cpuAll();
+    const cpu = diff(after.total, before.total);
+    const cpuSys = diff(after.sys, before.sys);
+    if (typeof r.result.toolCpuSeconds === 'number') cpu.client = r.result.toolCpuSeconds;
+    return { ...base, ok: true, ...(r.warning ? { warning: r.warning } : {}), wallSeconds: wall, cpu, cpuSys, softirqSeconds: m1.softirq - m0.softirq, otherVcpu: otherLoad(m0, m1, wall), tool: r.result, ...r.extra };
   } catch (err) {
-    return { kind: 'latency', rep, path: p.name, ok: false, error: (err as Error).message };
+    return { ...base, error: (err as Error).message };
   }
 }
 
-function diff(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
-  return Object.fromEntries(Object.keys(a).map((k) => [k, a[k]! - (b[k] ?? 0)]));
+function bulk(p: BenchPath, rep: number, w: Workload): Promise<Run> {
+  return measure('bulk', p, rep, undefined, () =>
+    tool(p.netns, 'bulk.mjs', ['--host', p.host, '--port', String(p.sinkPort), '--bytes', String(w.bulkBytes), '--timeout', String(w.bulkTimeoutS)], w.bulkTimeoutS + 15),
+  );
 }
 
-// ---------------------------------------------------------------- summary
-
-function median(xs: number[]): number | null {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  if (s.length === 0) return null;
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+function latency(p: BenchPath, rep: number, w: Workload, r: Workload['rates'][number]): Promise<Run> {
+  return measure('latency', p, rep, r.rate, () =>
+    tool(
+      p.netns,
+      'loadgen.mjs',
+      ['--host', p.host, '--port', String(p.rrPort), '--rate', String(r.rate), '--conns', String(w.conns), '--size', String(w.size), '--duration', String(r.durationS), '--warmup', String(r.warmupS)],
+      r.durationS + r.warmupS + 40,
+      {
+        // unanswered requests without connection errors: the path did not keep up with the rate;
+        // that is a result (shown as "lost"), not a broken harness
+        accept: (x) => (x.errors === 0 && x.sent === x.scheduled && typeof x.answered === 'number' && x.answered > 0 ? `${String(x.lost)} of ${String(x.sent)} requests unanswered at ${r.rate} rps (percentiles are over the answered ones)` : null),
+      },
+    ),
+  );
 }
 
-interface Row {
-  key: string;
-  label: string;
-  unit: string;
-  direct: number | null;
-  ambit: number | null;
-  /** median over repetitions of ambit_i / direct_i */
-  ratio: number | null;
-  /** median over repetitions of ambit_i - direct_i */
-  added: number | null;
-  digits: number;
-  showRatio: boolean;
-  /** a property of the mesh only (ztunnel memory): no direct value, no comparison */
-  ambitOnly?: boolean;
+function churn(p: BenchPath, rep: number, w: Workload): Promise<Run> {
+  const c = w.churn;
+  return measure('churn', p, rep, undefined, () =>
+    tool(p.netns, 'churn.mjs', ['--host', p.host, '--port', String(p.rrPort), '--size', String(w.size), '--workers', String(c.workers), '--duration', String(c.durationS), '--warmup', String(c.warmupS)], c.durationS + c.warmupS + 30),
+  );
 }
 
-function summarize(runs: Run[], zs: Ztunnel[], w: Workload, idle: Record<string, { rssMiB: number; hwmMiB: number }>): Row[] {
-  const reps = [...new Set(runs.map((r) => r.rep))].sort((a, b) => a - b);
-  const pick = <T extends Run>(kind: T['kind'], path: PathName, rep: number): T | undefined => runs.find((r) => r.kind === kind && r.path === path && r.rep === rep && r.ok) as T | undefined;
-  const row = (key: string, label: string, unit: string, kind: Run['kind'], get: (r: Run) => number | undefined, digits: number, showRatio = true): Row => {
-    const d: number[] = [];
-    const a: number[] = [];
-    const ratios: number[] = [];
-    const diffs: number[] = [];
-    for (const rep of reps) {
-      const rd = pick(kind, 'direct', rep);
-      const ra = pick(kind, 'ambit', rep);
-      const vd = rd ? get(rd) : undefined;
-      const va = ra ? get(ra) : undefined;
-      if (vd !== undefined) d.push(vd);
-      if (va !== undefined) a.push(va);
-      if (vd !== undefined && va !== undefined) {
-        if (vd !== 0) ratios.push(va / vd);
-        diffs.push(va - vd);
-      }
+/** Opens w.idle.count connections through the path, holds them, reads every proxy's RSS before and while holding. */
+function idle(p: BenchPath, w: Workload): Promise<Run> {
+  const hard = nofile('self').hard;
+  const limit = Number.isFinite(hard) ? String(hard) : 'unlimited';
+  return measure('idle', p, 1, undefined, async () => {
+    const rssBefore = rssAll();
+    const holding: { rss: Record<string, number> | null; held: number } = { rss: null, held: 0 };
+    const r = await tool(
+      p.netns,
+      'idle.mjs',
+      ['--host', p.host, '--port', String(p.rrPort), '--count', String(w.idle.count), '--parallel', String(w.idle.parallel), '--size', String(w.size), '--hold', '60'],
+      200,
+      {
+        wrap: ['prlimit', `--nofile=${limit}:${limit}`],
+        stdin: true,
+        onLine: (line, child) => {
+          let msg: { phase?: string; held?: number } = {};
+          try {
+            msg = JSON.parse(line) as typeof msg;
+          } catch {
+            return;
+          }
+          if (msg.phase !== 'holding') return;
+          holding.held = msg.held ?? 0;
+          // read RSS until it stops moving (the proxies may still be settling the last connections)
+          void (async () => {
+            const until = Date.now() + w.idle.settleS * 1000;
+            let last = rssAll();
+            for (;;) {
+              await sleep(250);
+              const cur = rssAll();
+              const moved = Math.max(...Object.keys(cur).map((k) => Math.abs(cur[k]! - (last[k] ?? 0))));
+              last = cur;
+              if (moved < 0.25 || Date.now() >= until) break;
+            }
+            holding.rss = last;
+            child.stdin?.end('release\n');
+          })();
+        },
+      },
+    );
+    if (!holding.rss) throw new Error('idle.mjs finished without holding its connections');
+    return { ...r, extra: { rssBeforeMiB: rssBefore, rssHeldMiB: holding.rss, held: holding.held } };
+  });
+}
+
+function describe(r: Run, w: Workload): string {
+  const label = PATH_LABEL[r.path].padEnd(12);
+  const t = r.tool ?? {};
+  const cpu = Object.entries(r.cpu ?? {})
+    .filter(([k, v]) => v > 0.005 || k === 'client')
+    .map(([k, v]) => `${k} ${v.toFixed(2)}`)
+    .join(', ');
+  const other = `other load ${fmt(r.otherVcpu, 2)} vCPU`;
+  switch (r.kind) {
+    case 'bulk':
+      return `bulk    ${label} ${fmt(t.gbps as number, 2)} Gbit/s (${fmt(t.seconds as number, 2)} s; CPU s: ${cpu}; ${other})`;
+    case 'latency': {
+      const l = (k: 'p50' | 'p90' | 'p99' | 'max'): string => fmt(lat(k)(r), 3);
+      return `latency ${label} @ ${r.rate} rps: p50 ${l('p50')} p90 ${l('p90')} p99 ${l('p99')} max ${l('max')} ms, lost ${String(t.lost)} (CPU s: ${cpu}; ${other})`;
     }
-    return { key, label, unit, direct: median(d), ambit: median(a), ratio: median(ratios), added: median(diffs), digits, showRatio };
-  };
-  const lat = (p: keyof LatencySummary) => (r: Run) => ((r as LatencyRun).latencyMs?.[p] ?? undefined) as number | undefined;
-  const gib = w.bulkBytes / 1024 ** 3;
-  const size = gib >= 1 ? `${gib} GiB` : `${w.bulkBytes / 1024 ** 2} MiB`;
-  const rows: Row[] = [
-    row('bulk_gbps', `bulk throughput, one stream, ${size}`, 'Gbit/s', 'bulk', (r) => (r as BulkRun).gbps, 2),
-    row('latency_p50_ms', `latency p50, ${w.size} B req/resp @ ${w.rate} rps`, 'ms', 'latency', lat('p50'), 3),
-    row('latency_p90_ms', 'latency p90', 'ms', 'latency', lat('p90'), 3),
-    row('latency_p99_ms', 'latency p99', 'ms', 'latency', lat('p99'), 3),
-    row('latency_max_ms', 'latency max', 'ms', 'latency', lat('max'), 3),
-  ];
-  for (const z of zs) {
-    rows.push(row(`cpu_per_1000_${z.node}`, `ztunnel ${z.node} CPU per 1000 req`, 'CPU s', 'latency', (r) => (r as LatencyRun).ztunnelCpuPer1000?.[z.node], 4, false));
-  }
-  for (const z of zs) {
-    rows.push(row(`vcpu_${z.node}`, `ztunnel ${z.node} CPU use during the latency run`, 'vCPU', 'latency', (r) => (r as LatencyRun).ztunnelVcpu?.[z.node], 3, false));
-  }
-  for (const z of zs) {
-    rows.push(row(`cpu_per_gib_${z.node}`, `ztunnel ${z.node} CPU per GiB of bulk`, 'CPU s', 'bulk', (r) => {
-      const b = r as BulkRun;
-      return b.ztunnelCpuSeconds && b.bytes ? b.ztunnelCpuSeconds[z.node]! / (b.bytes / 1024 ** 3) : undefined;
-    }, 3, false));
-  }
-  for (const z of zs) {
-    rows.push({ key: `rss_idle_${z.node}`, label: `ztunnel ${z.node} RSS idle (mesh just up)`, unit: 'MiB', direct: null, ambit: idle[z.node]?.rssMiB ?? null, ratio: null, added: null, digits: 1, showRatio: false, ambitOnly: true });
-  }
-  for (const z of zs) {
-    const r = row(`rss_${z.node}`, `ztunnel ${z.node} RSS after the ambit latency run`, 'MiB', 'latency', (r) => (r as LatencyRun).ztunnelMemory?.[z.node]?.rssMiB, 1, false);
-    rows.push({ ...r, direct: null, ratio: null, added: null, ambitOnly: true });
-  }
-  return rows;
-}
-
-function fmt(v: number | null, digits: number): string {
-  if (v === null) return 'n/a';
-  return v.toFixed(digits);
-}
-
-function markdownTable(rows: Row[]): string {
-  const lines = ['| measure | unit | direct | ambit L4 | ambit / direct | ambit − direct |', '|---|---|---:|---:|---:|---:|'];
-  for (const r of rows) {
-    const ratio = r.showRatio && r.ratio !== null ? `${r.ratio.toFixed(2)}×` : '';
-    const added = r.ambitOnly ? '' : r.added === null ? 'n/a' : `${r.added >= 0 ? '+' : '−'}${Math.abs(r.added).toFixed(r.digits)}`;
-    lines.push(`| ${r.label} | ${r.unit} | ${r.ambitOnly ? '—' : fmt(r.direct, r.digits)} | ${fmt(r.ambit, r.digits)} | ${ratio} | ${added} |`);
-  }
-  return lines.join('\n');
-}
-
-function runsTable(runs: Run[], zs: Ztunnel[]): string {
-  const lines = [
-    `| rep | path | bulk Gbit/s | p50 ms | p90 ms | p99 ms | max ms | lost | ${zs.map((z) => `${z.node} CPU s/1000 req`).join(' | ')} | other load vCPU (bulk, latency) |`,
-    `|---:|---|---:|---:|---:|---:|---:|---:|${zs.map(() => '---:').join('|')}|---:|`,
-  ];
-  const reps = [...new Set(runs.map((r) => r.rep))].sort((a, b) => a - b);
-  for (const rep of reps) {
-    for (const path of ['direct', 'ambit'] as PathName[]) {
-      const b = runs.find((r) => r.kind === 'bulk' && r.rep === rep && r.path === path) as BulkRun | undefined;
-      const l = runs.find((r) => r.kind === 'latency' && r.rep === rep && r.path === path) as LatencyRun | undefined;
-      const lm = l?.ok ? l.latencyMs : undefined;
-      const cell = (v: number | null | undefined, d: number): string => (v === null || v === undefined ? (l && !l.ok ? 'failed' : 'n/a') : v.toFixed(d));
-      lines.push(
-        `| ${rep} | ${PATH_LABEL[path]} | ${b ? (b.ok ? b.gbps!.toFixed(2) : 'failed') : 'n/a'} | ${cell(lm?.p50, 3)} | ${cell(lm?.p90, 3)} | ${cell(lm?.p99, 3)} | ${cell(lm?.max, 3)} | ${l?.ok ? l.lost : 'n/a'} | ${zs
-          .map((z) => cell(l?.ztunnelCpuPer1000?.[z.node], 4))
-          .join(' | ')} | ${b?.otherVcpu?.toFixed(2) ?? 'n/a'}, ${l?.otherVcpu?.toFixed(2) ?? 'n/a'} |`,
-      );
+    case 'churn':
+      return `churn   ${label} ${fmt(t.connsPerSecond as number, 0)} conn/s, ${String(t.failuresAll)} failed, conn p99 ${fmt((t.connMs as Record<string, number>)?.p99, 2)} ms (CPU s: ${cpu}; ${other})`;
+    case 'idle': {
+      const per = Object.keys(r.rssHeldMiB ?? {})
+        .filter((k) => !k.startsWith('server'))
+        .map((k) => `${k} ${fmt(r.rssBeforeMiB![k], 1)} → ${fmt(r.rssHeldMiB![k], 1)} MiB`)
+        .join(', ');
+      return `idle    ${label} ${r.held} connections held (opened at ${fmt(t.connsPerSecond as number, 0)}/s); ${per || 'no proxy'}; of ${w.idle.count}`;
     }
   }
-  return lines.join('\n');
 }
 
 // ---------------------------------------------------------------- machine
 
-function machine(): Record<string, unknown> {
+async function machine(): Promise<Record<string, unknown>> {
   let model = 'unknown';
   try {
-    model = /^model name\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? 'unknown';
+    model = /^model name\s*:\s*(.*)$/m.exec(await readFile('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? 'unknown';
   } catch {
     /* not Linux */
   }
@@ -585,13 +542,16 @@ function machine(): Record<string, unknown> {
     node: process.version,
     memoryGiB: Math.round((os.totalmem() / 1024 ** 3) * 10) / 10,
     loadavgAtStart: os.loadavg().map((x) => Math.round(x * 100) / 100),
+    openFilesLimit: nofile('self'),
   };
 }
 
 async function gitCommit(): Promise<string | null> {
   try {
     const r = await runCmd('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { timeoutMs: 5000 });
-    return r.code === 0 ? r.stdout.trim() : null;
+    if (r.code !== 0) return null;
+    const dirty = await runCmd('git', ['-C', ROOT, 'status', '--porcelain', '--untracked-files=no'], { timeoutMs: 5000 });
+    return r.stdout.trim() + (dirty.stdout.trim() ? ' (with uncommitted changes)' : '');
   } catch {
     return null;
   }
@@ -602,6 +562,8 @@ async function gitCommit(): Promise<string | null> {
 const started = Date.now();
 const elapsed = (): number => (Date.now() - started) / 1000;
 const say = (line: string): void => console.log(`[${elapsed().toFixed(1).padStart(5)} s] ${line}`);
+let profiled: { dir: string; pids: Record<string, number> } | null = null;
+let quickRun = false;
 
 async function main(): Promise<void> {
   let o: Options;
@@ -615,19 +577,29 @@ async function main(): Promise<void> {
     throw err;
   }
   meshName = o.name;
-  const w = workloadFor(o);
+  quickRun = o.quick;
   if (process.platform !== 'linux' || process.getuid?.() !== 0) throw new Error('the bench builds network namespaces: run it as root on Linux (e.g. sudo npm run bench)');
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first (npm run build)`);
-  for (const t of ['server.mjs', 'bulk.mjs', 'loadgen.mjs', 'probe.mjs']) if (!existsSync(join(TOOLS, t))) throw new Error(`bench tool ${join(TOOLS, t)} is missing`);
+  for (const t of ['server.mjs', 'bulk.mjs', 'loadgen.mjs', 'probe.mjs', 'churn.mjs', 'idle.mjs', 'mtls-check.mjs']) if (!existsSync(join(TOOLS, t))) throw new Error(`bench tool ${join(TOOLS, t)} is missing`);
+  const hv = await haproxyVersion();
+  if (!hv) throw new Error('haproxy is not installed (the peer of the comparison): apt-get install -y haproxy');
+  for (const bin of ['prlimit', 'ip']) {
+    const r = await runCmd('sh', ['-c', `command -v ${bin}`], { timeoutMs: 5000 });
+    if (r.code !== 0) throw new Error(`${bin} is missing (util-linux / iproute2)`);
+  }
   const tck = await runCmd('getconf', ['CLK_TCK'], { timeoutMs: 5000 }).catch(() => null);
-  if (tck && tck.code === 0 && Number(tck.stdout.trim()) > 0) clockTicks = Number(tck.stdout.trim());
+  if (tck && tck.code === 0 && Number(tck.stdout.trim()) > 0) clock.ticks = Number(tck.stdout.trim());
+  const w = workloadFor(o);
 
-  const mach = machine();
-  say(`ambit bench${o.quick ? ' (quick)' : ''}: ${o.repeat} repetition(s); ${mach.nproc} CPU(s) ${mach.cpuModel}, kernel ${mach.kernel}, node ${mach.node}, load ${(mach.loadavgAtStart as number[]).join(' ')}`);
-
+  const mach = await machine();
+  say(`ambit bench${o.quick ? ' (quick)' : ''}: ${o.repeat} repetition(s), paths direct / ambit L4 / HAProxy ${hv} pair; ${mach.nproc} CPU(s) ${mach.cpuModel}, kernel ${mach.kernel}, node ${mach.node}, load ${(mach.loadavgAtStart as number[]).join(' ')}`);
+  if (w.idle.limitNote) say(`idle connections: ${w.idle.limitNote}`);
   const load0 = os.loadavg()[0]!;
   if (load0 > 0.5 * os.availableParallelism()) say(`note: the machine is already busy (load average ${load0.toFixed(2)} on ${os.availableParallelism()} CPUs): expect noisy numbers`);
 
+  peerDir = join(os.tmpdir(), `ambit-${o.name}-haproxy`);
+  const killed = await removeLeftoverPeer(peerDir);
+  if (killed.length) say(`stopped HAProxy process(es) ${killed.join(', ')} left over from an earlier run`);
   if (await leftovers(o.name)) {
     say(`a mesh named "${o.name}" is left over from an earlier run: removing it`);
     meshMayExist = true;
@@ -649,7 +621,7 @@ async function main(): Promise<void> {
     say(`profiling: each ztunnel writes a V8 CPU profile to ${o.profile}/ztunnel-<node>-<pid>.cpuprofile when it exits`);
   }
   const up = await cli(['local', 'up', '-f', MESH_DIR, '--name', o.name, '--nodes', '2'], { timeoutMs: 180_000, echo: '  | ', ...(env ? { env } : {}) });
-  if (aborting) return;
+  if (flags.aborting) return;
   if (up.code !== 0 || up.timedOut) throw new Error(`\`ambit local up\` ${up.timedOut ? 'did not finish within 180 s' : `failed (exit ${up.code})`}; see its output above`);
   const upSeconds = (Date.now() - tUp) / 1000;
 
@@ -662,150 +634,255 @@ async function main(): Promise<void> {
     if (!p.running) throw new Error(`pod ${ns}/${name} is not running; its log is in ${STATE_ROOT}/${o.name}/logs/`);
     return p;
   };
-  const paths: Record<PathName, BenchPath> = {
-    direct: { name: 'direct', client: pod('plain', 'client'), server: pod('plain', 'server') },
-    ambit: { name: 'ambit', client: pod('bench', 'client'), server: pod('bench', 'server') },
+  const node = (name: string): NodeView => {
+    const n = status.nodes.find((x) => x.name === name);
+    if (!n) throw new Error(`node ${name} is missing from \`local status\``);
+    return n;
   };
-  if (paths.direct.client.captured || paths.direct.server.captured) throw new Error('namespace "plain" pods are captured by ztunnel: the direct path would not be direct');
+  const node1 = node('node-1');
+  const node2 = node('node-2');
+  const plainClient = pod('plain', 'client');
+  const plainServer = pod('plain', 'server');
+  const paths: Record<PathName, BenchPath> = {
+    direct: { name: 'direct', netns: plainClient.netns, host: plainServer.ip, sinkPort: SINK_PORT, rrPort: RR_PORT, client: plainClient, server: plainServer },
+    ambit: { name: 'ambit', netns: pod('bench', 'client').netns, host: pod('bench', 'server').ip, sinkPort: SINK_PORT, rrPort: RR_PORT, client: pod('bench', 'client'), server: pod('bench', 'server') },
+    haproxy: { name: 'haproxy', netns: plainClient.netns, host: node1.ip, sinkPort: PEER_PORTS.sink, rrPort: PEER_PORTS.rr, client: plainClient, server: plainServer },
+  };
+  if (plainClient.captured || plainServer.captured) throw new Error('namespace "plain" pods are captured by ztunnel: the direct and HAProxy paths would cross the ztunnels');
   if (!paths.ambit.client.captured || !paths.ambit.server.captured) throw new Error('namespace "bench" pods are not captured by ztunnel');
   for (const p of Object.values(paths)) {
     if (p.client.node !== 'node-1' || p.server.node !== 'node-2') throw new Error(`${p.name}: client must be on node-1 and server on node-2 (got ${p.client.node}, ${p.server.node})`);
   }
 
   const state = JSON.parse(await readFile(join(STATE_ROOT, o.name, 'state.json'), 'utf8')) as StateFile;
-  // ksoftirqd threads carry the bench's own packets when softirq work is deferred: count them as ours
-  meshPids = [...state.processes.map((p) => p.pid), ...kernelThreads(/^ksoftirqd\//)];
-  const zs: Ztunnel[] = state.processes
-    .filter((p) => p.role === 'ztunnel')
-    .map((p) => {
-      const n = status.nodes.find((x) => x.name === p.name);
-      if (!n) throw new Error(`ztunnel ${p.name} has no node in \`local status\``);
-      return { node: p.name, pid: ztunnelPid(p.pid), netns: n.netns, ip: n.ip, log: p.log };
-    })
-    .sort((a, b) => a.node.localeCompare(b.node));
+  const zs = state.processes.filter((p) => p.role === 'ztunnel').sort((a, b) => a.name.localeCompare(b.name));
   if (zs.length !== 2) throw new Error(`expected 2 ztunnels in ${STATE_ROOT}/${o.name}/state.json, found ${zs.length}`);
-  if (o.profile) profiled = { dir: o.profile, pids: Object.fromEntries(zs.map((z) => [z.node, z.pid])) };
-  const idleMemory = Object.fromEntries(zs.map((z) => [z.node, memory(z.pid)]));
-  say(`mesh up in ${upSeconds.toFixed(1)} s; ztunnels: ${zs.map((z) => `${z.node} pid ${z.pid} (RSS ${idleMemory[z.node]!.rssMiB.toFixed(1)} MiB)`).join(', ')}`);
-  say(`direct:   ${paths.direct.client.ip} (${paths.direct.client.netns}) → ${paths.direct.server.ip} (${paths.direct.server.netns})`);
-  say(`ambit L4: ${paths.ambit.client.ip} (${paths.ambit.client.netns}) → ${paths.ambit.server.ip} (${paths.ambit.server.netns})`);
+  tracked = zs.map((z) => ({ label: `ztunnel ${z.name}`, role: 'ztunnel' as const, node: z.name, pid: resolvePid(z.pid, /ztunnel/, 'ztunnel') }));
+  for (const ns of ['plain', 'bench']) {
+    const s = state.processes.find((p) => p.role === 'pod' && p.name.startsWith(`${ns}/server/`));
+    if (!s) throw new Error(`no process of pod ${ns}/server in the state file`);
+    tracked.push({ label: `server ${ns}`, role: 'server', node: ns, pid: resolvePid(s.pid, /server\.mjs/, `server of ${ns}/server`) });
+  }
+  // ksoftirqd threads carry the bench's own packets when softirq work is deferred: count them as ours
+  ourPids = [...state.processes.map((p) => p.pid), ...kernelThreads(/^ksoftirqd\//)];
+  const zpids = Object.fromEntries(tracked.filter((t) => t.role === 'ztunnel').map((t) => [t.node, t.pid]));
+  if (o.profile) profiled = { dir: o.profile, pids: zpids };
+  say(`mesh up in ${upSeconds.toFixed(1)} s; ztunnels: ${Object.entries(zpids).map(([n, p]) => `${n} pid ${p}`).join(', ')}`);
 
-  // Readiness, and proof of which path is which: ztunnel's connection counters move for ambit only.
-  const verification: Record<string, Record<string, number>> = {};
-  for (const p of [paths.direct, paths.ambit]) {
-    const before = await Promise.all(zs.map(openedTotal));
-    const r = await tool(p.client.netns, 'probe.mjs', ['--host', p.server.ip, '--rr-port', String(RR_PORT), '--sink-port', String(SINK_PORT), '--timeout', '20'], 30);
-    const after = await Promise.all(zs.map(openedTotal));
-    const moved = Object.fromEntries(zs.map((z, i) => [z.node, after[i]! - before[i]!]));
-    verification[p.name] = moved;
-    say(`${PATH_LABEL[p.name]} ready (first answer after ${(r.firstMs as number).toFixed(1)} ms, ${r.tries} tries); ztunnel connections opened: ${zs.map((z) => `${z.node} +${moved[z.node]}`).join(', ')}`);
-    const anyMoved = Object.values(moved).some((v) => v > 0);
-    if (p.name === 'direct' && anyMoved) throw new Error('the direct path went through a ztunnel (its connection counter moved): the comparison would be wrong');
-    if (p.name === 'ambit' && !Object.values(moved).every((v) => v > 0)) throw new Error('the ambit path did not go through both ztunnels (their connection counters did not move)');
+  // Connection churn leaves TIME_WAIT sockets in the pods and nodes (client side, and the proxies'
+  // upstream side); without reuse, tens of thousands of connections a minute to one address run out
+  // of ephemeral ports. Only in this mesh's namespaces, the same for every path.
+  const allNetns = [...new Set([...status.nodes.map((n) => n.netns), ...status.pods.map((p) => p.netns)])];
+  for (const ns of allNetns) {
+    const r = await runCmd('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv4.tcp_tw_reuse=1'], { timeoutMs: 10_000 });
+    if (r.code !== 0) throw new Error(`sysctl net.ipv4.tcp_tw_reuse=1 in ${ns} failed: ${r.stderr.trim()}`);
   }
 
-  // Measurements: per repetition bulk then latency; the order of the two paths alternates (ABBA).
+  // The peer: HAProxy in the node netns, exactly where the ztunnels run.
+  const maxconn = Math.max(w.idle.count + 40, 2000);
+  peer = await startPeer(
+    { dir: peerDir, threads: o.haproxyThreads, maxconn, node1: { netns: node1.netns, ip: node1.ip }, node2: { netns: node2.netns, ip: node2.ip }, server: { ip: plainServer.ip, sinkPort: SINK_PORT, rrPort: RR_PORT } },
+    hv,
+    say,
+  );
+  for (const h of peer.procs) tracked.push({ label: `haproxy ${h.node}`, role: 'haproxy', node: h.node, pid: h.pid });
+  ourPids.push(...peer.procs.map((h) => h.pid));
+  say(`HAProxy ${hv} (${o.haproxyThreads} thread(s) each): node-1 pid ${peer.procs[0]!.pid} on ${node1.ip}:${PEER_PORTS.sink}/${PEER_PORTS.rr} → mTLS → node-2 pid ${peer.procs[1]!.pid} on ${node2.ip}:${PEER_PORTS.sinkTls}/${PEER_PORTS.rrTls} → ${plainServer.ip}:${SINK_PORT}/${RR_PORT}`);
+  const idleMemory: Record<string, Mem> = Object.fromEntries(tracked.map((t) => [t.label, memory(t.pid)]));
+  for (const p of PATHS) say(`${PATH_LABEL[p].padEnd(12)}: from ${paths[p].client.ip} (${paths[p].netns}) to ${paths[p].host}:${paths[p].sinkPort}/${paths[p].rrPort}`);
+
+  // Readiness, and proof of which path is which: ztunnel's and HAProxy's connection counters move
+  // on their own path only.
+  const haproxyTotal = async (): Promise<number[]> =>
+    Promise.all(peer!.procs.map(async (h) => Object.values(await frontendSessions(h.statsSocket)).reduce((a, b) => a + b, 0)));
+  const verification: Record<string, Record<string, number>> = {};
+  for (const p of PATHS.map((x) => paths[x])) {
+    const [zBefore, hBefore] = await Promise.all([openedTotals([node1, node2]), haproxyTotal()]);
+    const r = await tool(p.netns, 'probe.mjs', ['--host', p.host, '--rr-port', String(p.rrPort), '--sink-port', String(p.sinkPort), '--timeout', '20'], 30);
+    const [zAfter, hAfter] = await Promise.all([openedTotals([node1, node2]), haproxyTotal()]);
+    const moved = { 'ztunnel node-1': zAfter[0]! - zBefore[0]!, 'ztunnel node-2': zAfter[1]! - zBefore[1]!, 'haproxy node-1': hAfter[0]! - hBefore[0]!, 'haproxy node-2': hAfter[1]! - hBefore[1]! };
+    verification[p.name] = moved;
+    say(`${PATH_LABEL[p.name]} ready (first answer after ${(r.result.firstMs as number).toFixed(1)} ms); connections counted by ${Object.entries(moved).map(([k, v]) => `${k} +${v}`).join(', ')}`);
+    const z = moved['ztunnel node-1'] > 0 || moved['ztunnel node-2'] > 0;
+    const zBoth = moved['ztunnel node-1'] > 0 && moved['ztunnel node-2'] > 0;
+    const h = moved['haproxy node-1'] > 0 || moved['haproxy node-2'] > 0;
+    const hBoth = moved['haproxy node-1'] > 0 && moved['haproxy node-2'] > 0;
+    if (p.name === 'direct' && (z || h)) throw new Error('the direct path went through a proxy (a ztunnel or HAProxy counter moved): the comparison would be wrong');
+    if (p.name === 'ambit' && (!zBoth || h)) throw new Error('the ambit path did not go through both ztunnels and only them (their connection counters)');
+    if (p.name === 'haproxy' && (!hBoth || z)) throw new Error('the HAProxy path did not go through both HAProxies and only them (their session counters)');
+  }
+  // …and that node-2's HAProxy really requires a client certificate from the CA (checked from node-1's netns).
+  const mtls: Record<string, Record<string, unknown>> = {};
+  for (const withCert of [true, false]) {
+    const args = ['--host', node2.ip, '--port', String(PEER_PORTS.rrTls), '--ca', peer.files.ca, '--servername', SERVER_NAME, '--expect', withCert ? 'answer' : 'refused'];
+    if (withCert) args.push('--cert', peer.files.clientCert, '--key', peer.files.clientKey);
+    const r = await tool(node1.netns, 'mtls-check.mjs', args, 20);
+    mtls[withCert ? 'withClientCertificate' : 'withoutClientCertificate'] = r.result;
+  }
+  const tlsIn = mtls.withClientCertificate!;
+  say(`HAProxy mTLS: with the client certificate ${String(tlsIn.protocol)} ${String(tlsIn.cipher)} answered; without one refused (${String(mtls.withoutClientCertificate!.tlsError ?? 'closed').split('\n')[0]!.split(': ')[0]})`);
+
+  // Measurements: per repetition bulk, latency at each rate, churn; the order of the paths rotates.
   const runs: Run[] = [];
   const failures = new Map<string, number>();
-  let skipped = 0;
-  let repStart = Date.now();
-  let repSeconds = 0;
+  const record = (r: Run): void => {
+    runs.push(r);
+    if (!r.ok) {
+      const key = `${r.kind}${r.rate ?? ''}/${r.path}`;
+      failures.set(key, (failures.get(key) ?? 0) + 1);
+      say(`rep ${r.rep}: ${r.kind}${r.rate ? ` @ ${r.rate} rps` : ''} ${PATH_LABEL[r.path]}: FAILED: ${r.error}`);
+    } else say(`rep ${r.rep}: ${describe(r, w)}${r.warning ? ` — ${r.warning}` : ''}`);
+  };
+  const skip = (kind: string, path: PathName): boolean => (failures.get(`${kind}/${path}`) ?? 0) >= 2;
   for (let rep = 1; rep <= o.repeat; rep++) {
-    if (aborting) return;
-    if (w.budgetS !== null && rep > 1 && elapsed() + repSeconds + 8 > w.budgetS) {
-      skipped = o.repeat - rep + 1;
-      say(`quick mode: skipping ${skipped} repetition(s) to stay within ${w.budgetS} s`);
-      break;
-    }
-    repStart = Date.now();
-    const order: PathName[] = rep % 2 === 1 ? ['direct', 'ambit'] : ['ambit', 'direct'];
-    for (const kind of ['bulk', 'latency'] as const) {
+    if (flags.aborting) return;
+    const order = PATHS.map((_, i) => PATHS[(i + rep - 1) % PATHS.length]!);
+    const steps: { key: string; run: (p: BenchPath) => Promise<Run> }[] = [
+      { key: 'bulk', run: (p) => bulk(p, rep, w) },
+      ...w.rates.map((r) => ({ key: `latency${r.rate}`, run: (p: BenchPath) => latency(p, rep, w, r) })),
+      { key: 'churn', run: (p) => churn(p, rep, w) },
+    ];
+    for (const s of steps) {
       for (const name of order) {
-        const key = `${kind}/${name}`;
-        if ((failures.get(key) ?? 0) >= 2) {
-          say(`rep ${rep}: ${kind} ${PATH_LABEL[name]}: skipped after two failures`);
+        if (skip(s.key, name)) {
+          say(`rep ${rep}: ${s.key} ${PATH_LABEL[name]}: skipped after two failures`);
           continue;
         }
-        const r = kind === 'bulk' ? await bulkRun(paths[name], rep, w, zs) : await latencyRun(paths[name], rep, w, zs);
-        if (aborting) return;
-        runs.push(r);
-        if (!r.ok) {
-          failures.set(key, (failures.get(key) ?? 0) + 1);
-          say(`rep ${rep}: ${kind} ${PATH_LABEL[name]}: FAILED: ${r.error}`);
-          continue;
-        }
-        if (r.kind === 'bulk') say(`rep ${rep}: bulk    ${PATH_LABEL[name].padEnd(8)} ${r.gbps!.toFixed(2)} Gbit/s (${r.seconds!.toFixed(2)} s; ztunnel CPU ${zs.map((z) => `${z.node} ${r.ztunnelCpuSeconds![z.node]!.toFixed(2)} s`).join(', ')}; other load ${r.otherVcpu!.toFixed(2)} vCPU)`);
-        else {
-          const l = r.latencyMs!;
-          say(
-            `rep ${rep}: latency ${PATH_LABEL[name].padEnd(8)} p50 ${l.p50!.toFixed(3)} p90 ${l.p90!.toFixed(3)} p99 ${l.p99!.toFixed(3)} max ${l.max!.toFixed(3)} ms, lost ${r.lost}; ztunnel CPU/1000 req ${zs.map((z) => `${z.node} ${r.ztunnelCpuPer1000![z.node]!.toFixed(4)} s`).join(', ')}; other load ${r.otherVcpu!.toFixed(2)} vCPU`,
-          );
-        }
+        const r = await s.run(paths[name]);
+        if (flags.aborting) return;
+        record(r);
       }
     }
-    repSeconds = (Date.now() - repStart) / 1000;
+  }
+  // Idle connections: once per path (a second round in the same processes would reuse memory the
+  // first one left behind, and report less than a connection costs).
+  say(`idle connections: ${w.idle.count} per path; RSS read while holding them, once it stops moving (at most ${w.idle.settleS} s)`);
+  for (const name of PATHS) {
+    if (flags.aborting) return;
+    record(await idle(paths[name], w));
   }
 
-  const rows = summarize(runs, zs, w, idleMemory);
-  const finalMemory = Object.fromEntries(zs.map((z) => [z.node, memory(z.pid)]));
-  const bulkLabel = w.bulkBytes >= 1024 ** 3 ? `${w.bulkBytes / 1024 ** 3} GiB` : `${w.bulkBytes / 1024 ** 2} MiB`;
-  const doneReps = new Set(runs.map((r) => r.rep)).size;
+  // ---------------------------------------------------------------- report
+  const res = new Results(runs, w, tracked);
+  const finalMemory: Record<string, Mem | null> = Object.fromEntries(tracked.map((t) => [t.label, memoryOrNull(t.pid)]));
+  const ssl = Object.fromEntries(await Promise.all(peer.procs.map(async (h) => [h.node, await sslInfo(h.statsSocket).catch((e: Error) => ({ error: e.message }))] as const)));
+  const doneReps = res.reps().filter((r) => runs.some((x) => x.rep === r && x.kind !== 'idle')).length;
   const others = runs.map((r) => r.otherVcpu).filter((x): x is number => x !== undefined);
+  const now = new Date();
+  const commit = await gitCommit();
+  const rateText = w.rates.map((r) => `${r.rate} rps for ${r.durationS} s`).join(' and ');
   const header = [
-    `${o.profile ? 'PROFILED (V8 profiler running in the ztunnels: slower than normal, do not publish) ' : ''}ambit bench${o.quick ? ' (quick)' : ''}, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC: median of ${doneReps} repetition(s), direct and ambit L4 alternating on the same path`,
-    `(pod netns → veth → node-1 → fabric → node-2 → veth → pod netns). Bulk: ${bulkLabel} over one TCP connection. Latency: open loop,`,
-    `${w.rate} rps of ${w.size} B requests and ${w.size} B responses over ${w.conns} connections for ${w.durationS} s (after ${w.warmupS} s warm-up), measured from the scheduled send time.`,
-    `Ratios and differences are medians of the per-repetition pairs. Machine: ${mach.nproc} CPU(s) ${mach.cpuModel}, kernel ${mach.kernel}, node ${mach.node};`,
-    `load average ${load0.toFixed(2)} at the start, ${os.loadavg()[0]!.toFixed(2)} at the end; CPU used by other processes during the runs: median ${fmt(median(others), 2)}, max ${others.length ? Math.max(...others).toFixed(2) : 'n/a'} vCPU.`,
+    `${o.profile ? '**PROFILED** (V8 profiler running in the ztunnels: slower than normal, do not publish) ' : ''}ambit bench${o.quick ? ' (quick)' : ''}, ${now.toISOString().slice(0, 16).replace('T', ' ')} UTC, commit ${commit ?? 'unknown'}: median of ${doneReps} repetition(s); the three paths run one after the other on the same namespaces, their order rotating per repetition.`,
+    `Paths: direct = client pod → server pod; ambit L4 = client pod → (captured) ztunnel node-1 → HBONE mTLS → ztunnel node-2 (listener in the server pod netns) → server pod; HAProxy pair = client pod → HAProxy ${hv} in node-1 netns → TLS 1.3 mTLS → HAProxy in node-2 netns → server pod (${o.haproxyThreads} thread(s) each).`,
+    `Bulk: ${sizeLabel(w.bulkBytes)} over one TCP connection. Latency: open loop, ${w.size} B requests and responses over ${w.conns} connections at ${rateText} (after a warm-up), from the scheduled send time. Churn: ${w.churn.workers} workers for ${w.churn.durationS} s, each connection one ${w.size} B request/response. Idle: ${w.idle.count} connections held once per path${w.idle.limitNote ? ` (${w.idle.limitNote})` : ''}.`,
+    `Ratios and differences are medians of the per-repetition pairs. Machine: ${String(mach.nproc)} CPU(s) ${String(mach.cpuModel)}, ${String(mach.memoryGiB)} GiB, kernel ${String(mach.kernel)}, node ${String(mach.node)}; load average ${load0.toFixed(2)} at the start, ${os.loadavg()[0]!.toFixed(2)} at the end; CPU used by other processes during the runs: median ${fmt(median(others), 2)}, max ${others.length ? Math.max(...others).toFixed(2) : 'n/a'} vCPU.`,
   ].join('\n');
-  const table = markdownTable(rows);
-  const perRun = runsTable(runs, zs);
-  console.log(`\n${header}\n\n${table}\n\nIdle ztunnel RSS before the runs: ${zs.map((z) => `${z.node} ${idleMemory[z.node]!.rssMiB.toFixed(1)} MiB`).join(', ')}; peak (VmHWM) at the end: ${zs.map((z) => `${z.node} ${finalMemory[z.node]!.hwmMiB.toFixed(1)} MiB`).join(', ')}.\n\nPer run:\n\n${perRun}\n`);
-
+  const outDir = dirname(o.out);
+  const svgPath = o.out === DEFAULT_OUT ? join(outDir, 'latency.svg') : `${o.out.replace(/\.json$/, '')}-latency.svg`;
+  const idleMiB = Object.fromEntries(Object.entries(idleMemory).map(([k, v]) => [k, v.rssMiB]));
+  const gs = goals(res);
   const failed = runs.filter((r) => !r.ok);
+  const warned = runs.filter((r) => r.ok && r.warning);
+  const sections = [
+    header,
+    '**Goals** (ambit L4):',
+    goalsTable(gs),
+    '**Per path** (medians):',
+    mainTable(res),
+    '**Added latency** over direct (medians of the per-repetition differences, ms):',
+    addedTable(res),
+    '**Per proxy process** (ztunnel on the ambit path, HAProxy on the HAProxy path; the ratio column is ztunnel ÷ HAProxy on the same node):',
+    proxyTable(res, idleMiB),
+    '**Where the CPU goes**: CPU seconds of each process on the path per unit of work (medians; "kernel softirq" is packet processing not charged to any process, for the whole machine):',
+    splitTable(res),
+    '**Where ambit L4 spends more than the HAProxy pair**: the ambit row minus the HAProxy row of the table above, split by process (positive: ambit spends more):',
+    lossTable(res),
+    '**Per run**:',
+    runsTable(res),
+    ...(failed.length ? [`**Failed measurements**: ${failed.map((r) => `${r.kind}${r.rate ? ` @ ${r.rate} rps` : ''} ${PATH_LABEL[r.path]} (rep ${r.rep}): ${r.error}`).join('; ')}`] : []),
+    ...(warned.length ? [`**Caveats**: ${warned.map((r) => `${r.kind}${r.rate ? ` @ ${r.rate} rps` : ''} ${PATH_LABEL[r.path]} (rep ${r.rep}): ${r.warning}`).join('; ')}`] : []),
+  ];
+  const markdown = sections.join('\n\n') + '\n';
+  console.log(`\n${markdown}`);
+
+  const chartPanels = w.rates.map((r) => ({
+    title: `${r.rate} requests/s (1 KiB each way)`,
+    categories: ['p50', 'p90', 'p99', 'max'],
+    series: [
+      { label: 'direct', color: '#9e9e9e', values: (['p50', 'p90', 'p99', 'max'] as const).map((p) => res.med('latency', 'direct', lat(p), r.rate)) },
+      { label: 'ambit L4 (two ztunnels)', color: '#1f77b4', values: (['p50', 'p90', 'p99', 'max'] as const).map((p) => res.med('latency', 'ambit', lat(p), r.rate)) },
+      { label: `HAProxy pair (${hv}, mTLS)`, color: '#ff7f0e', values: (['p50', 'p90', 'p99', 'max'] as const).map((p) => res.med('latency', 'haproxy', lat(p), r.rate)) },
+    ],
+  }));
+  const svg = latencySvg({
+    title: `Request/response latency per path${o.quick ? ' (quick run)' : ''}${o.profile ? ' (PROFILED)' : ''}`,
+    subtitle: [
+      `ambit bench ${now.toISOString().slice(0, 16).replace('T', ' ')} UTC, commit ${commit ?? 'unknown'}, median of ${doneReps} repetition(s)`,
+      `${String(mach.nproc)} CPU(s) ${String(mach.cpuModel)}, kernel ${String(mach.kernel)}, node ${String(mach.node)}`,
+    ],
+    yLabel: 'latency (ms, log scale)',
+    panels: chartPanels,
+  });
+
   const result = {
-    bench: 'ambit L4 vs direct',
-    date: new Date().toISOString(),
-    commit: await gitCommit(),
+    bench: 'ambit L4 vs direct vs HAProxy pair',
+    date: now.toISOString(),
+    commit,
     machine: { ...mach, loadavgAtEnd: os.loadavg().map((x) => Math.round(x * 100) / 100) },
-    options: { quick: o.quick, repeat: o.repeat, repetitionsDone: doneReps, skippedForTimeBudget: skipped, mesh: o.name, profiling: o.profile },
+    options: { ...o, repetitionsDone: doneReps },
     workload: w,
     setup: {
       upSeconds,
-      paths: Object.fromEntries(Object.values(paths).map((p) => [p.name, { client: p.client, server: p.server }])),
-      ztunnels: zs.map((z) => ({ node: z.node, pid: z.pid, log: z.log })),
-      clockTicks,
-      ztunnelConnectionsOpenedByProbe: verification,
+      paths: Object.fromEntries(PATHS.map((p) => [p, { from: paths[p].client, netns: paths[p].netns, host: paths[p].host, sinkPort: paths[p].sinkPort, rrPort: paths[p].rrPort, server: paths[p].server }])),
+      tracked,
+      haproxy: { version: hv, threads: o.haproxyThreads, maxconn, configs: peer.procs.map((h) => h.config), ssl },
+      mtls,
+      sysctl: { 'net.ipv4.tcp_tw_reuse': 1, namespaces: allNetns },
+      clockTicks: clock.ticks,
+      connectionsCountedByProbe: verification,
       idleMemory,
       finalMemory,
     },
-    summary: Object.fromEntries(rows.map((r) => [r.key, { label: r.label, unit: r.unit, direct: r.direct, ambit: r.ambit, ratio: r.ratio, added: r.added }])),
+    goals: gs,
     runs,
-    failures: failed.map((r) => ({ kind: r.kind, rep: r.rep, path: r.path, error: r.error })),
-    markdown: `${header}\n\n${table}\n`,
-    perRunMarkdown: perRun,
+    failures: failed.map((r) => ({ kind: r.kind, rate: r.rate, rep: r.rep, path: r.path, error: r.error })),
+    markdown,
     totalSeconds: elapsed(),
   };
-  await mkdir(dirname(o.out), { recursive: true });
+  await mkdir(outDir, { recursive: true });
   await writeFile(o.out, JSON.stringify(result, null, 2) + '\n');
   const md = o.out.replace(/\.json$/, '') + '.md';
-  await writeFile(md, `${header}\n\n${table}\n\nPer run:\n\n${perRun}\n`);
-  say(`results: ${o.out} and ${md}`);
+  await writeFile(md, markdown);
+  await writeFile(svgPath, svg);
+  say(`results: ${o.out}, ${md} and ${svgPath}`);
+
+  const pasteReadme = o.readme ?? (!o.quick && !o.profile && o.out === DEFAULT_OUT);
+  if (pasteReadme) {
+    const text = await readFile(README, 'utf8');
+    const a = text.indexOf(README_START);
+    const b = text.indexOf(README_END);
+    if (a < 0 || b < a) say(`README: markers ${README_START} … ${README_END} not found in ${README}; not pasted`);
+    else {
+      const rel = svgPath.startsWith(dirname(README) + '/') ? svgPath.slice(dirname(README).length + 1) : svgPath;
+      const block = `${README_START}\n<!-- pasted by bench/run.ts from ${o.out === DEFAULT_OUT ? 'results/latest.json' : o.out}; do not edit by hand -->\n\n![latency percentiles per path](${rel})\n\n${markdown}\n${README_END}`;
+      await writeFile(README, text.slice(0, a) + block + text.slice(b + README_END.length));
+      say(`README: tables pasted into ${README}`);
+    }
+  }
   if (failed.length > 0) {
-    say(`${failed.length} measurement(s) failed; see "failures" in the JSON. ztunnel logs: ${zs.map((z) => z.log).join(', ')} (removed with the mesh)`);
     process.exitCode = 1;
+    console.error(`\nbench: FAILED: ${failed.length} measurement(s) did not run:`);
+    for (const r of failed) console.error(`  - ${r.kind}${r.rate ? ` @ ${r.rate} rps` : ''} on ${PATH_LABEL[r.path]} (rep ${r.rep}): ${r.error}`);
   }
 }
-
-let profiled: { dir: string; pids: Record<string, number> } | null = null;
 
 /** After teardown: which profile belongs to which ztunnel. */
 function listProfiles(): void {
   if (!profiled) return;
   const files = existsSync(profiled.dir) ? readdirSync(profiled.dir).filter((f) => f.endsWith('.cpuprofile')) : [];
-  for (const [node, pid] of Object.entries(profiled.pids)) {
+  for (const [n, pid] of Object.entries(profiled.pids)) {
     const f = files.filter((x) => x.endsWith(`-${pid}.cpuprofile`));
-    say(f.length ? `CPU profile of ztunnel ${node}: ${f.map((x) => join(profiled!.dir, x)).join(', ')}  (top functions: node bench/tools/cpuprofile-top.mjs FILE)` : `no CPU profile from ztunnel ${node} (pid ${pid}) in ${profiled.dir}: it did not exit cleanly`);
+    say(f.length ? `CPU profile of ztunnel ${n}: ${f.map((x) => join(profiled!.dir, x)).join(', ')}  (top functions: node bench/tools/cpuprofile-top.mjs FILE)` : `no CPU profile from ztunnel ${n} (pid ${pid}) in ${profiled.dir}: it did not exit cleanly`);
   }
 }
 
@@ -813,11 +890,11 @@ let interrupts = 0;
 function onSignal(sig: NodeJS.Signals): void {
   interrupts++;
   if (interrupts > 1) {
-    console.error(`\nbench: interrupted again; if anything is left, run \`node dist/cli/main.js local down --name ${meshName}\``);
+    console.error(`\nbench: interrupted again; if anything is left, run \`node dist/cli/main.js local down --name ${meshName}\` (HAProxy pids: ${peerDir}/pids)`);
     process.exit(130);
   }
-  aborting = true;
-  console.error(`\nbench: ${sig}: stopping the load generators and removing the mesh`);
+  flags.aborting = true;
+  console.error(`\nbench: ${sig}: stopping the load generators and HAProxy, removing the mesh`);
   for (const c of children) if (!c.spawnargs.includes('down')) c.kill('SIGKILL');
   void teardown().then(() => process.exit(130));
 }
@@ -827,11 +904,12 @@ process.on('SIGHUP', onSignal);
 
 main()
   .catch((err: Error) => {
-    console.error(`\nbench: ${err.message}`);
+    console.error(`\nbench: FAILED: ${err.message}`);
     process.exitCode = 1;
   })
   .finally(async () => {
     await teardown();
     listProfiles();
-    say('done');
+    say(`done in ${elapsed().toFixed(1)} s${process.exitCode ? ' (FAILED: see above)' : ''}`);
+    if (quickRun && elapsed() > 60) say('note: the quick run took more than a minute (a busy machine?)');
   });

@@ -14,12 +14,13 @@ export function parseArgs(argv, defaults) {
   return out;
 }
 
-/** Prints one JSON line (the tool's result) and exits with `code`. */
+/** Prints one JSON line (the tool's result, plus the CPU seconds this tool used) and exits with `code`. */
 let finished = false;
 export function finish(result, code = 0) {
   if (finished) return;
   finished = true;
-  process.stdout.write(JSON.stringify(result) + '\n', () => process.exit(code));
+  const cpu = process.cpuUsage();
+  process.stdout.write(JSON.stringify({ ...result, toolCpuSeconds: (cpu.user + cpu.system) / 1e6 }) + '\n', () => process.exit(code));
 }
 
 /** Bad flags: says so and exits at once (nothing else has started). */

@@ -64,7 +64,13 @@ function connectOne() {
       reject(e);
     });
     sock.on('close', () => {
+      if (!c.dead && !reported) {
+        errors++;
+        errorMessages.add(`connection closed by the peer with ${c.queue.length - c.head} request(s) unanswered`);
+      }
       c.dead = true;
+      // nothing left to send on: stop now rather than idle until the end of the timetable
+      if (t0 !== 0 && conns.length === o.conns && conns.every((x) => x.dead)) report('every connection was closed');
     });
     sock.on('data', (chunk) => {
       const t = now();
@@ -102,7 +108,8 @@ function tick() {
     const wait = t0 + sent * intervalMs - now();
     setTimeout(tick, Math.max(0, wait));
   } else {
-    setTimeout(() => report(`drain time (${o.drain} s) over`), o.drain * 1000).unref();
+    // not unref'd: this timer is what ends the run when answers are missing
+    setTimeout(() => report(`drain time (${o.drain} s) over`), o.drain * 1000);
   }
 }
 
