@@ -49,6 +49,12 @@ const DIST = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ZTUNNEL_MAIN = join(DIST, 'ztunnel', 'main.js');
 const CONTROL_MAIN = join(DIST, 'control', 'main.js');
 const AGENT_MAIN = join(DIST, 'cni', 'main.js');
+/**
+ * V8 flags for ztunnel: a larger young generation, so the buffers every chunk of proxied
+ * data allocates die in cheap scavenges instead of forcing frequent ones (GC was ~16% of
+ * ztunnel CPU in bulk transfers with the default).
+ */
+export const ZTUNNEL_NODE_FLAGS = ['--max-semi-space-size=32'];
 /** Debian's containernetworking-plugins */
 const SYSTEM_CNI_BIN = '/usr/lib/cni';
 
@@ -230,7 +236,7 @@ async function startZtunnels(state: LocalState, plan: MeshPlan, say: (l: string)
   for (const n of plan.nodes) {
     const log = join(state.dir, 'logs', `ztunnel-${n.name}.log`);
     const argv = [
-      process.execPath, ZTUNNEL_MAIN,
+      process.execPath, ...ZTUNNEL_NODE_FLAGS, ZTUNNEL_MAIN,
       '--node', n.name,
       '--control', `${plan.fabric.ip}:${CONTROL_PORT}`,
       '--ca-root', join(state.dir, 'ca', 'root-cert.pem'),
