@@ -8,22 +8,37 @@ import { CONTROL_SERVER_NAME } from '../shared/control/protocol.js';
 import { ControlServer } from './server.js';
 import { FileSource } from '../shared/config/file-source.js';
 import { TokenFileAuthenticator } from './auth.js';
+import { runKubeControlPlane } from './kube-mode.js';
 
 const program = new Command()
   .name('ambit-control')
   .description('ambit control plane: serves mesh configuration to ztunnels and signs workload certificates')
-  .requiredOption('--config <path>', 'folder or file of Kubernetes-style YAML to serve (local mode)')
-  .requiredOption('--ca-cert <file>', 'CA certificate (PEM)')
-  .requiredOption('--ca-key <file>', 'CA private key (PEM)')
-  .requiredOption('--node-tokens <file>', 'JSON map of node token → node name')
+  .option('--config <path>', 'folder or file of Kubernetes-style YAML to serve (local mode)')
+  .option('--ca-cert <file>', 'CA certificate (PEM)')
+  .option('--ca-key <file>', 'CA private key (PEM)')
+  .option('--node-tokens <file>', 'JSON map of node token → node name')
+  .option('--source <file|kube>', 'where the mesh comes from: --config files, or the Kubernetes API', 'file')
+  .option('--kubeconfig <file>', 'kube: kubeconfig (default: $KUBECONFIG, ~/.kube/config, else the in-cluster ServiceAccount)')
+  .option('--context <name>', 'kube: kubeconfig context')
+  .option('--trust-domain <domain>', 'kube: trust domain of a newly made CA (default: cluster.local, or the one in the CA Secret)')
+  .option('--token-audience <aud>', 'kube: audience of the ztunnel ServiceAccount tokens (TokenReview)', 'ambit-ca')
+  .option('--ztunnel-service-account <ns/name>', 'kube: the ServiceAccount ztunnels run as', 'ambit-system/ztunnel')
+  .option('--ca-secret <ns/name>', 'kube: Secret holding the CA (made on first start when absent)', 'ambit-system/ambit-ca')
+  .option('--waypoint-image <image>', 'kube: image for waypoint Deployments, or "self" for this pod\'s own (without it, waypoint Gateways are not deployed)')
+  .option('--waypoint-control-address <host:port>', 'kube: control plane address waypoints dial')
   .option('--listen <host:port>', 'gRPC listen address', '0.0.0.0:15012')
   .option('--ip <ip...>', 'IP addresses to put in the serving certificate', [])
   .option('--cert-ttl <seconds>', 'workload certificate lifetime', '86400')
   .option('--log-level <level>', 'log level', process.env.AMBIT_LOG_LEVEL ?? 'info');
 
 async function main(): Promise<void> {
-  const opts = program.parse().opts<{ config: string; caCert: string; caKey: string; nodeTokens: string; listen: string; ip: string[]; certTtl: string; logLevel: string }>();
+  const opts = program.parse().opts<KubeFlags & { config: string; caCert: string; caKey: string; nodeTokens: string; listen: string; ip: string[]; certTtl: string; logLevel: string }>();
   const log = createLogger('control', opts.logLevel);
+  if (opts.source === 'kube') return startKube(opts, log);
+  if (opts.source !== 'file') program.error(`error: --source must be file or kube, got "${opts.source}"`);
+  for (const [key, flag] of [['config', '--config <path>'], ['caCert', '--ca-cert <file>'], ['caKey', '--ca-key <file>'], ['nodeTokens', '--node-tokens <file>']] as const) {
+    if (!opts[key]) program.error(`error: required option '${flag}' not specified`);
+  }
   const ca = await CertificateAuthority.load(await readFile(opts.caCert, 'utf8'), await readFile(opts.caKey, 'utf8'));
   const auth = await TokenFileAuthenticator.load(opts.nodeTokens);
   const ttl = Number(opts.certTtl);
@@ -44,6 +59,28 @@ async function main(): Promise<void> {
     source.stop();
     void server.close().then(() => process.exit(0));
   };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+interface KubeFlags {
+  source: string;
+  kubeconfig?: string;
+  context?: string;
+  trustDomain?: string;
+  tokenAudience: string;
+  ztunnelServiceAccount: string;
+  caSecret: string;
+  waypointImage?: string;
+  waypointControlAddress?: string;
+}
+
+/** `--source kube`: see control/kube-mode.ts. */
+async function startKube(opts: KubeFlags & { listen: string; ip: string[]; certTtl: string }, log: ReturnType<typeof createLogger>): Promise<void> {
+  const ttl = Number(opts.certTtl);
+  if (!Number.isInteger(ttl) || ttl < 10) throw new Error(`--cert-ttl must be a whole number of seconds ≥ 10, got ${opts.certTtl}`);
+  const stopKube = await runKubeControlPlane({ ...opts, certTtlSeconds: ttl, controlAddress: opts.waypointControlAddress }, log);
+  const stop = (): void => void stopKube().then(() => process.exit(0));
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
 }

@@ -66,7 +66,7 @@ export class ControlServer {
   /** Starts serving on host:port with TLS (certificate issued by the mesh CA). Returns the bound port. */
   async listen(address: string, creds: grpc.ServerCredentials): Promise<number> {
     const server = new grpc.Server({ 'grpc.max_receive_message_length': 1024 * 1024 });
-    server.addService(controlService, {
+    server.addService(this.refusingService(), {
       watch: (call: grpc.ServerWritableStream<WatchRequest, MeshUpdate>) => void this.watch(call),
       sign: (call: grpc.ServerUnaryCall<SignRequest, SignResponse>, cb: grpc.sendUnaryData<SignResponse>) => void this.sign(call, cb),
     });
@@ -77,16 +77,38 @@ export class ControlServer {
     return port;
   }
 
+  /**
+   * The service, with request deserializers that log what they refuse: grpc-js answers a
+   * malformed message with INTERNAL and says nothing, so the operator would never know.
+   */
+  private refusingService(): typeof controlService {
+    const logged = <T>(method: string, deserialize: (b: Buffer) => T) => (b: Buffer): T => {
+      try {
+        return deserialize(b);
+      } catch (err) {
+        this.log.warn({ method, bytes: b.length, err: (err as Error).message }, 'control request refused: malformed message');
+        throw err;
+      }
+    };
+    return {
+      watch: { ...controlService.watch, requestDeserialize: logged('Watch', controlService.watch.requestDeserialize) },
+      sign: { ...controlService.sign, requestDeserialize: logged('Sign', controlService.sign.requestDeserialize) },
+    };
+  }
+
   private async watch(call: grpc.ServerWritableStream<WatchRequest, MeshUpdate>): Promise<void> {
     let node: string;
     try {
       node = await this.auth.authenticate(call.metadata);
     } catch (err) {
-      call.destroy(Object.assign(new Error((err as Error).message), { code: grpc.status.UNAUTHENTICATED }));
+      this.log.warn({ node: call.request.node, peer: call.getPeer(), reason: (err as Error).message }, 'config stream refused');
+      // emit, not destroy: a destroyed stream never sends its status, and the ztunnel would wait forever
+      call.emit('error', Object.assign(new Error((err as Error).message), { code: grpc.status.UNAUTHENTICATED }));
       return;
     }
     if (call.request.node !== node) {
-      call.destroy(Object.assign(new Error(`token is for node ${node}, not ${call.request.node}`), { code: grpc.status.PERMISSION_DENIED }));
+      this.log.warn({ node: call.request.node, peer: call.getPeer(), reason: `token is for node ${node}` }, 'config stream refused');
+      call.emit('error', Object.assign(new Error(`token is for node ${node}, not ${call.request.node}`), { code: grpc.status.PERMISSION_DENIED }));
       return;
     }
     const sub: Subscriber = { node, call };

@@ -4,6 +4,7 @@ import { originalDst, socketFd } from '../shared/native/index.js';
 import { MeshError } from '../shared/errors.js';
 import { bridge } from '../shared/hbone/bridge.js';
 import { joinSockets } from '../shared/hbone/join.js';
+import { resetSocket } from '../shared/hbone/reset.js';
 import { respondError, type InboundConnect } from '../shared/hbone/server.js';
 import { formatAddress, type SocketAddress } from '../shared/model/types.js';
 import type { Peer } from './connections.js';
@@ -81,7 +82,7 @@ export async function handleInboundHbone(ctx: ProxyContext, pod: LocalPodInfo, r
   // a reset on both sides: the app sees RST, the client's ztunnel gets RST_STREAM and resets the client
   const abort = (): void => {
     if (!stream.destroyed) stream.close(h2c.NGHTTP2_CONNECT_ERROR);
-    app.resetAndDestroy();
+    resetSocket(app);
   };
   const t = ctx.tracker.opened({ ...base, attrs, target, abort });
   const r = await bridge(app, req.stream);
@@ -128,8 +129,8 @@ export async function handleInboundPlain(ctx: ProxyContext, pod: LocalPodInfo, c
     return;
   }
   const abort = (): void => {
-    client.resetAndDestroy();
-    app.resetAndDestroy();
+    resetSocket(client);
+    resetSocket(app);
   };
   const t = ctx.tracker.opened({ ...base, attrs, target: ref, abort });
   const outcome = await joinSockets(client, app);

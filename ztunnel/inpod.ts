@@ -3,12 +3,23 @@ import { rm } from 'node:fs/promises';
 import { checkAgentMessage, encodeFrame, FrameDecoder, type AgentAck } from '../shared/nodeagent/protocol.js';
 import type { Logger } from '../shared/telemetry/log.js';
 import type { PodProxies } from './pods.js';
+import type { ZtunnelMetrics } from './metrics.js';
+
+/** Malformed messages one connection may send before it is closed (a broken or hostile agent). */
+const MAX_REFUSED = 100;
+/** Longest error text sent back in an ack (frames are capped at 64 KiB). */
+const MAX_ACK_ERROR = 1024;
 
 /** ztunnel's end of the node-agent socket: pods to capture arrive here, each acknowledged. */
 export class NodeAgentServer {
   private server: net.Server | null = null;
 
-  constructor(private readonly path: string, private readonly pods: PodProxies, private readonly log: Logger) {}
+  constructor(private readonly path: string, private readonly pods: PodProxies, private readonly log: Logger, private readonly metrics?: ZtunnelMetrics) {}
+
+  /** Counts a refused message or connection in ambit_ztunnel_rejected_total{listener="nodeagent"}. */
+  private countRefusal(): void {
+    this.metrics?.rejected.inc({ reason: 'BAD_REQUEST', listener: 'nodeagent' });
+  }
 
   async start(): Promise<void> {
     await rm(this.path, { force: true });
@@ -25,22 +36,48 @@ export class NodeAgentServer {
     const seen = new Set<string>();
     // messages of one connection are handled in order
     let chain = Promise.resolve();
+    let refused = 0;
+    let waitingForDrain = false;
     const reply = (ack: AgentAck): void => {
-      if (!sock.destroyed) sock.write(encodeFrame(ack));
+      if (sock.destroyed) return;
+      const error = ack.error && ack.error.length > MAX_ACK_ERROR ? `${ack.error.slice(0, MAX_ACK_ERROR)}…` : ack.error;
+      // an agent that does not read its acks is not read either: ztunnel's memory stays bounded
+      if (!sock.write(encodeFrame(error === undefined ? ack : { ...ack, error })) && !waitingForDrain) {
+        waitingForDrain = true;
+        sock.pause();
+        sock.once('drain', () => {
+          waitingForDrain = false;
+          sock.resume();
+        });
+      }
     };
     sock.on('error', () => undefined);
+    sock.on('close', () => {
+      if (decoder.pending > 0) {
+        this.countRefusal();
+        this.log.warn({ bytes: decoder.pending }, 'node-agent connection ended in the middle of a message');
+      }
+    });
     sock.on('data', (chunk) => {
       let frames: unknown[];
       try {
         frames = decoder.push(chunk);
       } catch (err) {
+        this.countRefusal();
         this.log.warn({ err: (err as Error).message }, 'node-agent message refused; closing that connection');
         sock.destroy();
         return;
       }
       for (const f of frames) {
+        if (sock.destroyed) return;
         const msg = checkAgentMessage(f);
         if (typeof msg === 'string') {
+          this.countRefusal();
+          if (++refused > MAX_REFUSED) {
+            this.log.warn({ refused }, 'node-agent sent too many malformed messages; closing that connection');
+            sock.destroy();
+            return;
+          }
           this.log.warn({ reason: msg }, 'node-agent message refused');
           const id = (f as { id?: unknown } | null)?.id;
           reply({ type: 'ack', id: typeof id === 'number' ? id : -1, ok: false, error: msg });

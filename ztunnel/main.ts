@@ -81,7 +81,7 @@ async function main(): Promise<void> {
   await listen(servers[0]!, o.admin, '--admin');
   await listen(servers[1]!, o.metrics, '--metrics');
   await listen(servers[2]!, o.readiness, '--readiness');
-  const agent = new NodeAgentServer(o.agentSocket, pods, log);
+  const agent = new NodeAgentServer(o.agentSocket, pods, log, metrics);
   await agent.start();
   log.info({ admin: o.admin, metrics: o.metrics, agentSocket: o.agentSocket }, 'ztunnel started');
 

@@ -18,6 +18,9 @@ export type OutboundPlan =
 
 /** Chooses the path for a captured connection to `dst` (service VIP, pod IP or outside the mesh). */
 export function planOutbound(ctx: Pick<ProxyContext, 'index' | 'cursors' | 'trustDomain'>, dst: SocketAddress): OutboundPlan {
+  // An app connecting straight to 127.0.0.1:15001 reaches ztunnel uncaptured, with that as its
+  // original destination: passing it through would connect to ztunnel again, without end.
+  if (ZTUNNEL_PORTS.has(dst.port) && isLocalAddress(dst.ip)) return { kind: 'refuse', error: new MeshError('LOOP', `${formatAddress(dst)} is ztunnel's own port`) };
   const d = ctx.index.resolve(dst.ip, dst.port);
   let workload: Workload;
   let port: number;
@@ -43,6 +46,12 @@ export function planOutbound(ctx: Pick<ProxyContext, 'index' | 'cursors' | 'trus
   if (ZTUNNEL_PORTS.has(port)) return { kind: 'refuse', error: new MeshError('LOOP', `${formatAddress(target)} is a ztunnel port`), ...(service ? { service } : {}) };
   const identity = new Identity(ctx.trustDomain, workload.namespace, workload.serviceAccount).toString();
   return { kind: 'hbone', workload, target, identity, ...(service ? { service } : {}) };
+}
+
+/** Loopback or unspecified: an address that means "this pod" whatever its IP. */
+function isLocalAddress(ip: string): boolean {
+  const v4 = ip.startsWith('::ffff:') ? ip.slice(7) : ip;
+  return v4.startsWith('127.') || v4 === '0.0.0.0' || ip === '::1' || ip === '::';
 }
 
 /** Serves one connection captured on the pod's outbound port (15001). */

@@ -44,7 +44,13 @@ export function parseObjects(text: string, source: string): KubeObject[] {
   docs.forEach((doc, i) => {
     const where = `${source} (document ${i + 1})`;
     if (doc.errors.length > 0) throw new ConfigError(`${where}: invalid YAML: ${doc.errors[0]!.message}`);
-    const value: unknown = doc.toJS();
+    let value: unknown;
+    try {
+      value = doc.toJS();
+    } catch (err) {
+      // unresolved aliases and alias bombs ("billion laughs") fail here, not as parse errors
+      throw new ConfigError(`${where}: invalid YAML: ${(err as Error).message}`);
+    }
     if (value === null || value === undefined) return;
     if (typeof value !== 'object' || Array.isArray(value)) throw new ConfigError(`${where}: expected an object with apiVersion, kind and metadata`);
     const o = value as Record<string, unknown>;

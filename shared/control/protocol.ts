@@ -27,7 +27,13 @@ function serialize(value: unknown): Buffer {
 
 function deserializer<T>(check: (v: unknown) => v is T, what: string): (b: Buffer) => T {
   return (b: Buffer) => {
-    const v: unknown = packr.unpack(b);
+    let v: unknown;
+    try {
+      v = packr.unpack(b);
+    } catch (err) {
+      // msgpackr throws Error, RangeError or TypeError on broken input: one refusal for all
+      throw new Error(`malformed ${what} message: ${(err as Error).message}`);
+    }
     if (!check(v)) throw new Error(`malformed ${what} message`);
     return v;
   };

@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import { constants as h2c, type Http2Stream } from 'node:http2';
+import { resetSocket } from './reset.js';
 
 /** Why a bridged connection ended, and how much it carried. */
 export interface BridgeResult {
@@ -80,7 +81,7 @@ export function bridge(socket: Socket, stream: Http2Stream): Promise<BridgeResul
       if (stream.rstCode !== h2c.NGHTTP2_NO_ERROR || !stream.writableFinished) {
         if (stream.rstCode !== h2c.NGHTTP2_NO_ERROR) outcome = 'reset';
         if (!socket.destroyed) {
-          if (outcome === 'reset') socket.resetAndDestroy();
+          if (outcome === 'reset') resetSocket(socket);
           else socket.destroy();
         }
       }

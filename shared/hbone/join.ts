@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { resetSocket } from './reset.js';
 
 /** Joins two plain TCP sockets both ways (half-close preserved, reset propagated); resolves when both closed. */
 export function joinSockets(a: Socket, b: Socket): Promise<'closed' | 'reset'> {
@@ -10,7 +11,7 @@ export function joinSockets(a: Socket, b: Socket): Promise<'closed' | 'reset'> {
     };
     const onError = (other: Socket) => (): void => {
       outcome = 'reset';
-      if (!other.destroyed) other.resetAndDestroy();
+      resetSocket(other);
     };
     a.setNoDelay(true);
     b.setNoDelay(true);

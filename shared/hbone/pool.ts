@@ -37,6 +37,7 @@ interface PoolEntry {
 }
 
 const CONNECT_TIMEOUT_MS = 10_000;
+const RESPONSE_TIMEOUT_MS = 15_000;
 
 /**
  * HBONE connections keyed by (source identity, destination identity, destination address).
@@ -64,10 +65,22 @@ export class ConnectionPool {
     }
     stream.once('close', () => this.release(pooled));
     return new Promise<ClientHttp2Stream>((resolve, reject) => {
-      const onError = (err: Error): void => reject(new MeshError('CONNECT', `tunnel to ${formatAddress(req.target)} failed: ${err.message}`));
+      // the far side answers once the app connected (it gives up after 10 s): one that never answers must not hold the client
+      const timer = setTimeout(() => {
+        reject(new MeshError('TIMEOUT', `tunnel to ${formatAddress(req.target)} not answered within ${RESPONSE_TIMEOUT_MS} ms`));
+        stream.close(h2c.NGHTTP2_CANCEL);
+      }, RESPONSE_TIMEOUT_MS);
+      const onError = (err: Error): void => {
+        clearTimeout(timer);
+        reject(new MeshError('CONNECT', `tunnel to ${formatAddress(req.target)} failed: ${err.message}`));
+      };
       stream.once('error', onError);
-      stream.once('close', () => reject(new MeshError('UPSTREAM_RESET', `tunnel to ${formatAddress(req.target)} closed before answering`)));
+      stream.once('close', () => {
+        clearTimeout(timer);
+        reject(new MeshError('UPSTREAM_RESET', `tunnel to ${formatAddress(req.target)} closed before answering`));
+      });
       stream.once('response', (headers) => {
+        clearTimeout(timer);
         stream.off('error', onError);
         stream.on('error', () => undefined);
         const status = Number(headers[':status']);
@@ -120,6 +133,10 @@ export class ConnectionPool {
       throw new MeshError('CONNECT', `cannot reach ${formatAddress(req.target)}: ${(err as Error).message}`);
     }
     raw.setNoDelay(true);
+    // The HBONE transport is not half-open: HTTP/2 ends streams in frames, and a FIN from the
+    // peer (a ztunnel that exited) must close the session. A half-open socket (the dialer's
+    // default in the data path) would keep it, and every stream pooled onto it would hang.
+    raw.allowHalfOpen = false;
     const secure = await new Promise<tls.TLSSocket>((resolve, reject) => {
       const s = tls.connect({ socket: raw, ...tlsOptions(material), checkServerIdentity: expectIdentity(req.expected), servername: undefined });
       const timer = setTimeout(() => {
@@ -149,8 +166,23 @@ export class ConnectionPool {
     });
     session.on('error', () => undefined);
     await new Promise<void>((resolve, reject) => {
-      session.once('connect', () => resolve());
-      session.once('error', (err) => reject(new MeshError('CONNECT', `HTTP/2 with ${formatAddress(req.target)}: ${err.message}`)));
+      // a peer that took the handshake but never sends its SETTINGS would hold every stream waiting on this connection
+      const timer = setTimeout(() => {
+        session.destroy();
+        reject(new MeshError('TIMEOUT', `HTTP/2 with ${formatAddress(req.target)} did not start within ${CONNECT_TIMEOUT_MS} ms`));
+      }, CONNECT_TIMEOUT_MS);
+      session.once('connect', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      session.once('error', (err) => {
+        clearTimeout(timer);
+        reject(new MeshError('CONNECT', `HTTP/2 with ${formatAddress(req.target)}: ${err.message}`));
+      });
+      session.once('close', () => {
+        clearTimeout(timer);
+        reject(new MeshError('CONNECT', `${formatAddress(req.target)} closed the connection before HTTP/2 started`));
+      });
     });
     session.setLocalWindowSize(CONNECTION_WINDOW);
     const pooled: PooledSession = { session, active: 0, idle: null };

@@ -1,9 +1,10 @@
 import http2, { constants as h2c, type Http2SecureServer, type ServerHttp2Session, type ServerHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
+import type { Socket } from 'node:net';
 import type { Identity } from '../identity/spiffe.js';
 import { MeshError } from '../errors.js';
 import { parseAddress, type SocketAddress } from '../model/types.js';
-import { CONNECTION_WINDOW, MAX_SESSION_MEMORY_MB, PING_INTERVAL_MS, serverSettings } from './settings.js';
+import { CONNECTION_WINDOW, MAX_SESSION_MEMORY_MB, PING_INTERVAL_MS, PING_TIMEOUT_MS, SERVER_MAX_STREAMS, serverSettings } from './settings.js';
 import { peerIdentity, tlsOptions, type TlsMaterial } from './tls.js';
 
 /** One verified CONNECT request on an inbound HBONE connection. */
@@ -25,6 +26,32 @@ export interface HboneServerEvents {
   rejected: (flag: MeshError['flag'], reason: string, peer: string) => void;
 }
 
+/** Limits of an HBONE server against slow or hostile clients (defaults in HBONE_SERVER_LIMITS). */
+export interface HboneServerOptions {
+  /** a TCP connection must finish the TLS handshake within this time (slowloris) */
+  handshakeTimeoutMs?: number;
+  /** PING every this often; a client that does not answer within pingTimeoutMs is dropped */
+  pingIntervalMs?: number;
+  pingTimeoutMs?: number;
+  /** streams a client may reset before they were answered: a burst, then so many per second (rapid reset) */
+  earlyResetBurst?: number;
+  earlyResetPerSecond?: number;
+}
+
+export const HBONE_SERVER_LIMITS: Required<HboneServerOptions> = {
+  handshakeTimeoutMs: 10_000,
+  pingIntervalMs: PING_INTERVAL_MS,
+  pingTimeoutMs: PING_TIMEOUT_MS,
+  // one full window of concurrent streams, then a steady rate no pool of ours comes near
+  earlyResetBurst: SERVER_MAX_STREAMS,
+  earlyResetPerSecond: 50,
+};
+
+/** Malformed requests (400) a session may send before it is dropped: a mesh peer never sends one. */
+const MAX_BAD_REQUESTS = 20;
+/** How long a refused client's socket may stay open for the GOAWAY to be read. */
+const REFUSED_GRACE_MS = 1000;
+
 /**
  * The inbound side of HBONE: TLS 1.3 with client certificates from the mesh roots, ALPN h2,
  * HTTP/2 CONNECT only. Protocol errors are answered here; everything else goes to `connect`.
@@ -33,7 +60,14 @@ export class HboneServer {
   readonly server: Http2SecureServer;
   private readonly identities = new WeakMap<ServerHttp2Session, Identity>();
 
-  constructor(material: TlsMaterial, private readonly trustDomain: string, private readonly on: HboneServerEvents) {
+  private readonly limits: Required<HboneServerOptions>;
+  private readonly refused = new WeakSet<ServerHttp2Session>();
+  private readonly peers = new WeakMap<ServerHttp2Session, string>();
+  private readonly badRequests = new WeakMap<ServerHttp2Session, number>();
+  private readonly sockets = new Map<string, Socket>();
+
+  constructor(material: TlsMaterial, private readonly trustDomain: string, private readonly on: HboneServerEvents, options: HboneServerOptions = {}) {
+    this.limits = { ...HBONE_SERVER_LIMITS, ...options };
     this.server = http2.createSecureServer({
       ...tlsOptions(material),
       requestCert: true,
@@ -46,18 +80,41 @@ export class HboneServer {
       maxSessionRejectedStreams: 100,
       maxSessionInvalidFrames: 100,
       unknownProtocolTimeout: 5000,
+      // node's default is 120 s: a client that never finishes the handshake holds a socket that long
+      handshakeTimeout: this.limits.handshakeTimeoutMs,
     });
-    this.server.on('tlsClientError', (err, sock: TLSSocket) => {
-      on.rejected('TLS_FAILURE', err.message, `${sock.remoteAddress}:${sock.remotePort}`);
+    // TCP sockets by peer: a refused client's socket is closed even when it does not read
+    // (node ends it gracefully, which never finishes then). Reading the address on accept
+    // also caches it: a TLS socket that failed its handshake is destroyed before
+    // tlsClientError, when it could no longer tell.
+    this.server.on('connection', (raw: Socket) => {
+      const peer = `${raw.remoteAddress}:${raw.remotePort}`;
+      this.sockets.set(peer, raw);
+      raw.once('close', () => {
+        if (this.sockets.get(peer) === raw) this.sockets.delete(peer);
+      });
+    });
+    this.server.on('tlsClientError', (err: NodeJS.ErrnoException, sock: TLSSocket) => {
+      if (err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT') {
+        on.rejected('TIMEOUT', `TLS handshake not finished within ${this.limits.handshakeTimeoutMs} ms`, tlsPeer(sock));
+        return;
+      }
+      // node refuses a client chain after the handshake by closing, and reports "socket hang up": say why
+      const why = sock.authorizationError ? `client certificate refused: ${String(sock.authorizationError)}` : err.message;
+      on.rejected('TLS_FAILURE', why, tlsPeer(sock));
     });
     this.server.on('unknownProtocol', (sock: TLSSocket) => {
-      on.rejected('BAD_REQUEST', 'client did not negotiate h2', `${sock.remoteAddress}:${sock.remotePort}`);
+      on.rejected('BAD_REQUEST', 'client did not negotiate h2', tlsPeer(sock));
       sock.destroy();
     });
     this.server.on('session', (session: ServerHttp2Session) => this.onSession(session));
     this.server.on('stream', (stream, headers) => this.onStream(stream, headers));
-    this.server.on('sessionError', () => {
-      /* a broken client session; the session is destroyed, other clients carry on */
+    this.server.on('sessionError', (err: Error, session: ServerHttp2Session) => {
+      // a broken client session (floods, protocol errors): node destroys it, other clients carry on
+      if (this.refused.has(session)) return;
+      const peer = this.peers.get(session) ?? 'unknown';
+      on.rejected('BAD_REQUEST', `HTTP/2 session error: ${err.message}; connection closed`, peer);
+      this.hardClose(peer);
     });
   }
 
@@ -69,15 +126,14 @@ export class HboneServer {
   private onSession(session: ServerHttp2Session): void {
     const sock = session.socket as unknown as TLSSocket;
     const peer = `${sock.remoteAddress}:${sock.remotePort}`;
+    this.peers.set(session, peer);
     const id = peerIdentity(sock.getPeerCertificate());
     if (!id) {
-      this.on.rejected('TLS_FAILURE', 'client certificate has no single SPIFFE identity', peer);
-      session.destroy();
+      this.refuse(session, 'TLS_FAILURE', 'client certificate has no single SPIFFE identity', peer, h2c.NGHTTP2_NO_ERROR);
       return;
     }
     if (id.trustDomain !== this.trustDomain) {
-      this.on.rejected('TLS_FAILURE', `client identity ${id} is outside trust domain ${this.trustDomain}`, peer);
-      session.destroy();
+      this.refuse(session, 'TLS_FAILURE', `client identity ${id} is outside trust domain ${this.trustDomain}`, peer, h2c.NGHTTP2_NO_ERROR);
       return;
     }
     this.identities.set(session, id);
@@ -88,11 +144,69 @@ export class HboneServer {
     } catch {
       /* not connected yet: the connect handler above does it */
     }
-    const ping = setInterval(() => {
-      if (!session.destroyed) session.ping(() => undefined);
-    }, PING_INTERVAL_MS);
-    ping.unref();
-    session.on('close', () => clearInterval(ping));
+    this.keepAlive(session, peer);
+    this.limitEarlyResets(session, peer);
+  }
+
+  /** Reports and drops a session, with this code in its GOAWAY (node's own error event is then not reported again). */
+  private refuse(session: ServerHttp2Session, flag: MeshError['flag'], reason: string, peer: string, code: number): void {
+    this.refused.add(session);
+    this.on.rejected(flag, reason, peer);
+    session.destroy(new Error(reason), code);
+    this.hardClose(peer);
+  }
+
+  /** Closes a refused client's TCP socket after a short grace for the GOAWAY to leave. */
+  private hardClose(peer: string): void {
+    const raw = this.sockets.get(peer);
+    if (!raw || raw.destroyed) return;
+    setTimeout(() => raw.destroy(), REFUSED_GRACE_MS).unref();
+  }
+
+  /**
+   * PINGs the client; one that leaves a PING unanswered too long is dropped. This also ends
+   * connections stuck in a partial frame (slowloris) and sessions nghttp2 already sent a
+   * GOAWAY on, which node would otherwise keep open for as long as the client likes.
+   */
+  private keepAlive(session: ServerHttp2Session, peer: string): void {
+    let outstanding: number | null = null;
+    const timer = setInterval(() => {
+      if (session.destroyed) return;
+      if (outstanding !== null) {
+        if (Date.now() - outstanding < this.limits.pingTimeoutMs) return;
+        this.refuse(session, 'TIMEOUT', `client left a PING unanswered for ${this.limits.pingTimeoutMs} ms`, peer, h2c.NGHTTP2_NO_ERROR);
+        return;
+      }
+      outstanding = Date.now();
+      try {
+        session.ping((err) => {
+          if (!err) outstanding = null;
+        });
+      } catch {
+        /* closing: the session goes away by itself */
+      }
+    }, Math.min(this.limits.pingIntervalMs, this.limits.pingTimeoutMs));
+    timer.unref();
+    session.on('close', () => clearInterval(timer));
+  }
+
+  /** Rapid reset: a client resetting streams before they were answered, faster than the budget allows, is dropped. */
+  private limitEarlyResets(session: ServerHttp2Session, peer: string): void {
+    const { earlyResetBurst: burst, earlyResetPerSecond: rate } = this.limits;
+    let tokens = burst;
+    let last = Date.now();
+    let resets = 0;
+    session.on('stream', (stream: ServerHttp2Stream) => {
+      stream.once('close', () => {
+        if (stream.headersSent || stream.rstCode === h2c.NGHTTP2_NO_ERROR || session.destroyed) return;
+        resets++;
+        const now = Date.now();
+        tokens = Math.min(burst, tokens + ((now - last) / 1000) * rate) - 1;
+        last = now;
+        if (tokens >= 0) return;
+        this.refuse(session, 'BAD_REQUEST', `client reset ${resets} streams before they were answered (rapid reset)`, peer, h2c.NGHTTP2_ENHANCE_YOUR_CALM);
+      });
+    });
   }
 
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
@@ -106,17 +220,33 @@ export class HboneServer {
       return;
     }
     if (headers[':method'] !== 'CONNECT') {
-      this.on.rejected('BAD_REQUEST', `method ${String(headers[':method'])} is not CONNECT`, peerText);
-      respondError(stream, new MeshError('BAD_REQUEST', 'only CONNECT is served here'));
+      this.badRequest(session, stream, `method ${String(headers[':method'])} is not CONNECT`, 'only CONNECT is served here', peerText);
       return;
     }
     const target = parseAddress(String(headers[':authority'] ?? ''));
     if (!target) {
-      this.on.rejected('BAD_REQUEST', `bad authority ${JSON.stringify(headers[':authority'])}`, peerText);
-      respondError(stream, new MeshError('BAD_REQUEST', 'authority must be ip:port'));
+      this.badRequest(session, stream, `bad authority ${JSON.stringify(headers[':authority'])}`, 'authority must be ip:port', peerText);
       return;
     }
-    this.on.connect({ stream, headers, target, peer, peerAddress: { ip: sock.remoteAddress ?? '', port: sock.remotePort ?? 0 } });
+    const peerAddress = { ip: sock.remoteAddress ?? '', port: sock.remotePort ?? 0 };
+    // A stream reset in the same read as its HEADERS (rapid reset) is gone by now: skip it
+    // rather than open a connection to the app for nothing.
+    setImmediate(() => {
+      if (stream.closed || stream.destroyed) return;
+      this.on.connect({ stream, headers, target, peer, peerAddress });
+    });
+  }
+
+  /** Answers 400; a client that keeps sending bad requests is dropped rather than logged forever. */
+  private badRequest(session: ServerHttp2Session, stream: ServerHttp2Stream, reason: string, answer: string, peer: string): void {
+    const n = (this.badRequests.get(session) ?? 0) + 1;
+    this.badRequests.set(session, n);
+    if (n > MAX_BAD_REQUESTS) {
+      this.refuse(session, 'BAD_REQUEST', `client sent ${n} malformed requests; last: ${reason}`, peer, h2c.NGHTTP2_PROTOCOL_ERROR);
+      return;
+    }
+    this.on.rejected('BAD_REQUEST', reason, peer);
+    respondError(stream, new MeshError('BAD_REQUEST', answer));
   }
 
   /** Serves on an already bound and listening socket fd (made inside a pod's netns). */
@@ -134,6 +264,13 @@ export class HboneServer {
   close(): Promise<void> {
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
+}
+
+/** "ip:port" of a TLS client, also after its socket was destroyed (then from the TCP socket underneath). */
+function tlsPeer(sock: TLSSocket): string {
+  const raw = (sock as TLSSocket & { _parent?: Socket | null })._parent;
+  const s = sock.remoteAddress !== undefined ? sock : raw ?? sock;
+  return `${s.remoteAddress}:${s.remotePort}`;
 }
 
 /** Ends a CONNECT with the status for this error and no body. */

@@ -48,6 +48,11 @@ export function encodeFrame(msg: unknown): Buffer {
 export class FrameDecoder {
   private buf: Buffer = Buffer.alloc(0);
 
+  /** Bytes of a frame not yet complete (a connection that ends with some was cut mid-frame). */
+  get pending(): number {
+    return this.buf.length;
+  }
+
   push(chunk: Buffer): unknown[] {
     this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
     const out: unknown[] = [];
@@ -57,10 +62,22 @@ export class FrameDecoder {
       if (this.buf.length < 4 + len) break;
       const body = this.buf.subarray(4, 4 + len);
       this.buf = this.buf.subarray(4 + len);
-      out.push(packr.unpack(body));
+      try {
+        out.push(packr.unpack(body));
+      } catch (err) {
+        // msgpackr throws Error, RangeError or TypeError on broken input: one refusal for all
+        throw new Error(`malformed node-agent frame: ${(err as Error).message}`);
+      }
     }
     return out;
   }
+}
+
+/** A short, always printable description of a decoded value (it may be a BigInt, or 64 KiB long). */
+function describe(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 64 ? `${v.slice(0, 64)}…` : v);
+  if (typeof v === 'number' || typeof v === 'boolean' || v === null || v === undefined) return String(v);
+  return `(${typeof v === 'object' ? (Array.isArray(v) ? 'array' : 'map') : typeof v})`;
 }
 
 const str = (v: unknown, max = 512): v is string => typeof v === 'string' && v.length > 0 && v.length <= max;
@@ -73,7 +90,7 @@ export function checkAgentMessage(v: unknown): AgentMessage | string {
   switch (m.type) {
     case 'add':
       for (const f of ['uid', 'name', 'namespace', 'serviceAccount', 'ip', 'netns'] as const) if (!str(m[f])) return `add: ${f} must be a non-empty string`;
-      if (net.isIP(m.ip as string) === 0) return `add: ip ${String(m.ip)} is not an IP address`;
+      if (net.isIP(m.ip as string) === 0) return `add: ip ${describe(m.ip)} is not an IP address`;
       if (!(m.netns as string).startsWith('/')) return 'add: netns must be an absolute path';
       return m as unknown as AgentMessage;
     case 'del':
@@ -81,7 +98,7 @@ export function checkAgentMessage(v: unknown): AgentMessage | string {
     case 'snapshot-sent':
       return m as unknown as AgentMessage;
     default:
-      return `unknown message type ${JSON.stringify(m.type)}`;
+      return `unknown message type ${describe(m.type)}`;
   }
 }
 
