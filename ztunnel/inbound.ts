@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 import { constants as h2c } from 'node:http2';
 import { originalDst, socketFd } from '../shared/native/index.js';
 import { MeshError } from '../shared/errors.js';
-import { bridge } from '../shared/hbone/bridge.js';
+import { bridge, resetStream } from '../shared/hbone/bridge.js';
 import { joinSockets } from '../shared/hbone/join.js';
 import { resetSocket } from '../shared/hbone/reset.js';
 import { respondError, type InboundConnect } from '../shared/hbone/server.js';
@@ -81,7 +81,7 @@ export async function handleInboundHbone(ctx: ProxyContext, pod: LocalPodInfo, r
   const stream = req.stream;
   // a reset on both sides: the app sees RST, the client's ztunnel gets RST_STREAM and resets the client
   const abort = (): void => {
-    if (!stream.destroyed) stream.close(h2c.NGHTTP2_CONNECT_ERROR);
+    resetStream(stream, h2c.NGHTTP2_CONNECT_ERROR);
     resetSocket(app);
   };
   const t = ctx.tracker.opened({ ...base, attrs, target, abort });

@@ -1,7 +1,9 @@
 import type { Socket } from 'node:net';
 import { originalDst, socketFd } from '../shared/native/index.js';
 import { asMeshError, MeshError } from '../shared/errors.js';
-import { bridge } from '../shared/hbone/bridge.js';
+import { constants as h2c } from 'node:http2';
+import { bridge, resetStream } from '../shared/hbone/bridge.js';
+import { resetSocket } from '../shared/hbone/reset.js';
 import { joinSockets } from '../shared/hbone/join.js';
 import { HBONE_PORT } from '../shared/hbone/settings.js';
 import { pickEndpoint, readyEndpoints } from '../shared/model/endpoints.js';
@@ -90,7 +92,15 @@ export async function handleOutbound(ctx: ProxyContext, pod: LocalPodInfo, clien
       client.resetAndDestroy();
       return;
     }
-    const t = ctx.tracker.opened({ ...base, protocol: 'TCP', mtls: false });
+    const t = ctx.tracker.opened({
+      ...base,
+      protocol: 'TCP',
+      mtls: false,
+      abort: () => {
+        resetSocket(client);
+        resetSocket(upstream);
+      },
+    });
     const outcome = await joinSockets(client, upstream);
     ctx.tracker.closed(t, client.bytesRead, client.bytesWritten, outcome);
     return;
@@ -115,7 +125,15 @@ export async function handleOutbound(ctx: ProxyContext, pod: LocalPodInfo, clien
     client.resetAndDestroy();
     return;
   }
-  const t = ctx.tracker.opened({ ...base, protocol: 'HBONE', mtls: true });
+  const t = ctx.tracker.opened({
+    ...base,
+    protocol: 'HBONE',
+    mtls: true,
+    abort: () => {
+      resetStream(stream, h2c.NGHTTP2_CANCEL);
+      resetSocket(client);
+    },
+  });
   const r = await bridge(client, stream);
   ctx.tracker.closed(t, r.bytesFromSocket, r.bytesToSocket, r.outcome);
 }

@@ -236,7 +236,7 @@ async function main(): Promise<void> {
     const result = {
       run: { minutes, restartEveryMinutes: Number(o.restartEvery), startedAt: new Date(started).toISOString(), finishedAt: new Date().toISOString(), node: process.version, loadExitCode: loadCode, options: { shortRate: Number(o.shortRate), bulk: Number(o.bulk), bulkMiB: Number(o.bulkMib), held: Number(o.held) } },
       traffic: final,
-      failures: { total: failures.length, duringRestarts: expected.length, outsideRestarts: unexpected.length, byKind: countBy(failures.map((f) => f.kind)), unexpected: unexpected.slice(0, 50), examples: expected.slice(0, 10) },
+      failures: { total: failures.length, duringRestarts: expected.length, outsideRestarts: unexpected.length, byKind: countBy(failures.map((f) => f.kind)), unexpected: unexpected.slice(0, 50), examples: Object.values(groupBy(expected, (f) => f.kind)).flatMap((fs) => fs.slice(0, 5)) },
       restarts: restarts.map((r) => ({ node: r.node, at: new Date(r.start).toISOString(), ms: r.end - r.start, ok: r.ok })),
       plaintext: { marker: 'HZSOAK-PLAINTEXT-…', capturedMiB: Number((captured / 1048576).toFixed(1)), meshMarkerHits: meshScan.hits, controlMarkerHits: controlScan.hits, interface: `${node1.name} eth0` },
       ztunnelMemory: memory,
@@ -262,6 +262,12 @@ async function main(): Promise<void> {
   } finally {
     await teardown();
   }
+}
+
+function groupBy<T>(xs: T[], key: (x: T) => string): Record<string, T[]> {
+  const m: Record<string, T[]> = {};
+  for (const x of xs) (m[key(x)] ??= []).push(x);
+  return m;
 }
 
 function countBy(xs: string[]): Record<string, number> {

@@ -22,7 +22,7 @@ function isReset(err: unknown): boolean {
  * END_STREAM (a clean end of data) just before the RST_STREAM; skipping that half-close
  * makes a reset arrive as a reset only.
  */
-function resetStream(stream: Http2Stream, code: number): void {
+export function resetStream(stream: Http2Stream, code: number): void {
   if (stream.destroyed || stream.closed) return;
   if (!stream.writableEnded) stream._final = (callback) => callback();
   stream.close(code);
@@ -49,7 +49,10 @@ function pumpCoalesced(src: Http2Stream, dst: Socket): void {
   });
   dst.on('drain', () => src.resume());
   src.once('end', () => {
-    if (!dst.destroyed) dst.end();
+    // node ends the readable side of a stream that was reset or lost with its session too:
+    // only an END_STREAM (no rstCode yet) is a half-close; otherwise the app gets the reset
+    // from the 'close' handler, not a clean end of a cut stream
+    if (!dst.destroyed && !src.rstCode) dst.end();
   });
 }
 

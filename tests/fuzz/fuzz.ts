@@ -166,8 +166,9 @@ export function mutateBytes(input: Buffer, rnd: Random, corpus: Buffer[], dictio
 
 /** A short, digit-free signature of an outcome or error, so "port 80" and "port 81" count once. */
 export function signature(x: unknown): string {
-  if (x instanceof Error) return `${x.constructor.name}:${x.message.replace(/\d+/g, 'N').replace(/"[^"]*"/g, 'S').slice(0, 80)}`;
-  return String(x).replace(/\d+/g, 'N').slice(0, 80);
+  // first line only: parsers quote the input in later lines, which would make every outcome new
+  const text = x instanceof Error ? `${x.constructor.name}:${x.message.split('\n')[0]}` : String(x);
+  return text.replace(/\d+/g, 'N').replace(/"[^"]*"/g, 'S').slice(0, 80);
 }
 
 /** Where an error was thrown (constructor and first stack frame): one entry per bug, not per input. */
@@ -189,6 +190,8 @@ export interface FuzzOptions {
 }
 
 const MAX_CORPUS = 2000;
+/** Outcomes remembered for corpus growth; bounded, so a long run's memory is too. */
+const MAX_OUTCOMES = 100_000;
 
 /** Fuzzes one target for the time budget; returns what happened. */
 export function fuzz(target: FuzzTarget, opts: FuzzOptions): FuzzStats {
@@ -228,7 +231,7 @@ export function fuzz(target: FuzzTarget, opts: FuzzOptions): FuzzStats {
       const sig = `slow:${target.name}`;
       if (!crashes.has(sig)) crashes.set(sig, { target: target.name, kind: 'slow', error: `one execution took ${ms.toFixed(0)} ms (limit ${slowMs})`, input: input.toString('base64') });
     }
-    if (!seen.has(outcome)) {
+    if (!seen.has(outcome) && seen.size < MAX_OUTCOMES) {
       seen.add(outcome);
       if (corpus.length < MAX_CORPUS) corpus.push(input);
       else corpus[rnd.int(corpus.length)] = input;

@@ -14,6 +14,7 @@ import { generateKeyAndCsr } from '../../shared/identity/csr.js';
 import { Identity } from '../../shared/identity/spiffe.js';
 import { tlsOptions, type TlsMaterial } from '../../shared/hbone/tls.js';
 import { ConnectionPool } from '../../shared/hbone/pool.js';
+import { bridge } from '../../shared/hbone/bridge.js';
 import { MeshError } from '../../shared/errors.js';
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -127,6 +128,38 @@ describe('HBONE client against servers that fail after the handshake', () => {
       assert.deepEqual(pool.stats(), [], 'no dead connection left in the pool');
     } finally {
       pool.close();
+      child.kill('SIGKILL');
+    }
+  });
+
+  test('the app bridged to a tunnel whose peer dies sees a reset, never a clean end of a cut stream', async () => {
+    const child = fork(fileURLToPath(new URL('./hbone-target.js', import.meta.url)), [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    const pool = new ConnectionPool();
+    const app = net.createServer({ allowHalfOpen: true });
+    try {
+      child.send({ type: 'start', material: server, trustDomain: 'cluster.local' });
+      const ready = await new Promise<{ port: number; appPort: number }>((r) => child.once('message', (m) => r(m as { port: number; appPort: number })));
+      // ztunnel's outbound: the app's socket on one side, the tunnel on the other
+      await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+      const accepted = new Promise<net.Socket>((r) => app.once('connection', r));
+      const appSide = net.connect({ port: (app.address() as AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
+      const ztunnelSide = await accepted;
+      const stream = await open(pool, ready.port, `127.0.0.1:${ready.appPort}`);
+      void bridge(ztunnelSide, stream);
+      const seen = new Promise<string>((resolve) => {
+        appSide.on('data', () => undefined);
+        appSide.once('end', () => resolve('clean end'));
+        appSide.once('error', (e: NodeJS.ErrnoException) => resolve(`error ${e.code}`));
+      });
+      appSide.write('some bytes of a longer stream');
+      await new Promise((r) => setTimeout(r, 200));
+      child.kill('SIGKILL');
+      const r = await Promise.race([seen, new Promise<string>((res) => setTimeout(() => res('nothing within 5 s'), 5000).unref())]);
+      assert.equal(r, 'error ECONNRESET');
+      appSide.destroy();
+    } finally {
+      pool.close();
+      app.close();
       child.kill('SIGKILL');
     }
   });
