@@ -26,6 +26,8 @@ import { flagsText, type Exchange, type RequestContext } from './exchange.js';
 import { requestLabels, WaypointMetrics } from './metrics.js';
 import { authorize, chooseEndpoint, compose, localReply, matchRoute, REQUEST_STAGES, requireRoute, injectFault, respondLocally, splitTraffic, type DestinationState, type Stage, type StageEnv } from './stages.js';
 import { UpstreamPool, type Connector } from './upstream.js';
+import { WaypointTracer } from './tracing.js';
+import type { SpanSink } from '../shared/telemetry/span-exporter.js';
 
 export type { RequestContext } from './exchange.js';
 export type { WaypointConfig } from './config.js';
@@ -40,11 +42,15 @@ export interface WaypointDeps {
   random: () => number;
   log: Logger;
   metrics: Registry;
+  /** where spans go (a SpanExporter for `--tracing-endpoint`); absent: no spans, trace headers passed on untouched */
+  spans?: SpanSink;
 }
 
 export interface WaypointOptions {
   /** request body bytes kept for retries and mirrors (Envoy's per-request buffer limit); default 1 MiB */
   maxReplayBytes?: number;
+  /** with `deps.spans`: percentage of requests traced when the client did not decide (default 100) */
+  tracingSamplePercent?: number;
 }
 
 /** Destination state with what it was built from, so config updates can refresh it. */
@@ -163,6 +169,7 @@ export class WaypointEngine {
   private readonly contexts = new WeakMap<object, RequestContext>();
   private readonly maxReplayBytes: number;
   private readonly handler = compose(REQUEST_STAGES);
+  private readonly tracer: WaypointTracer | null;
   private dir!: ServiceDirectory;
   private policies!: L7PolicyIndex;
   private regexes!: RegexCache;
@@ -176,6 +183,7 @@ export class WaypointEngine {
     this.maxReplayBytes = options.maxReplayBytes ?? 1024 * 1024;
     this.metrics = new WaypointMetrics(deps.metrics);
     this.pool = new UpstreamPool(deps.connect);
+    this.tracer = deps.spans ? new WaypointTracer(deps.spans, { samplePercent: options.tracingSamplePercent, random: deps.random }) : null;
     this.update(cfg);
     this.http1Server = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => void this.handleHttp1(req, res));
     this.http1Server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.handleUpgrade(req, socket, head));
@@ -319,6 +327,7 @@ export class WaypointEngine {
       grpcStatus: null,
       flags: new Set(),
       detail: null,
+      trace: this.tracer?.begin(headers, path || '/') ?? null,
     };
   }
 
@@ -378,6 +387,7 @@ export class WaypointEngine {
     const status = x.status === 0 ? (x.down.aborted ? 0 : 500) : x.status;
     const flags = flagsText(x.flags);
     const w = x.endpoint?.workload ?? null;
+    if (x.trace) this.tracer!.end(x, x.trace, { status, flags, durationMs, waypoint: this.dir.config.waypoint });
     this.metrics.record(
       requestLabels({
         source: x.sourceWorkload,

@@ -11,6 +11,7 @@ import type { ResilienceOverlay, RouteRule, WeightedBackend } from '../shared/ro
 import type { ReplayableBody } from './body.js';
 import type { Addressed, Destination, Endpoint } from './config.js';
 import type { Downstream } from './downstream.js';
+import type { RequestTrace } from './tracing.js';
 
 /** What the transport knows about a request's connection. */
 export interface RequestContext {
@@ -63,6 +64,8 @@ export interface Exchange {
   flags: Set<ResponseFlag>;
   /** why the waypoint answered itself, for the access log */
   detail: string | null;
+  /** the waypoint's span (null: tracing off, trace headers passed on untouched) */
+  readonly trace: RequestTrace | null;
 }
 
 /** Envoy's order, so the same failure always reads the same. */

@@ -18,6 +18,7 @@ import { translateL7AuthorizationPolicy, type L7AuthorizationPolicy } from '../.
 import { buildRoutingConfig } from '../../../shared/routing/translate.js';
 import type { WaypointConfig } from '../../../waypoint/config.js';
 import { WaypointEngine, type RequestContext } from '../../../waypoint/engine.js';
+import type { SpanSink } from '../../../shared/telemetry/span-exporter.js';
 
 export interface Backend {
   name: string;
@@ -158,8 +159,13 @@ export function buildConfig(pods: Pod[], services: Service[], yaml: string): Way
 }
 
 /** Starts an engine in front of the pods. */
-export async function bench(pods: Pod[], services: Service[], yaml = '', opts: { random?: () => number; now?: () => number; maxReplayBytes?: number } = {}): Promise<Bench> {
-  const registry = new Registry();
+export async function bench(
+  pods: Pod[],
+  services: Service[],
+  yaml = '',
+  opts: { random?: () => number; now?: () => number; maxReplayBytes?: number; spans?: SpanSink; tracingSamplePercent?: number; registry?: Registry } = {},
+): Promise<Bench> {
+  const registry = opts.registry ?? new Registry();
   const logs: Record<string, unknown>[] = [];
   const log = pino({ level: 'debug' }, { write: (line: string) => logs.push(JSON.parse(line) as Record<string, unknown>) });
   const dials = new Map<string, number>();
@@ -182,7 +188,8 @@ export async function bench(pods: Pod[], services: Service[], yaml = '', opts: {
     random: opts.random ?? Math.random,
     log,
     metrics: registry,
-  }, { maxReplayBytes: opts.maxReplayBytes });
+    spans: opts.spans,
+  }, { maxReplayBytes: opts.maxReplayBytes, tracingSamplePercent: opts.tracingSamplePercent });
   const b: Bench = {
     engine,
     port: 0,
