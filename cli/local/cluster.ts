@@ -12,6 +12,7 @@ import { cniAdd, cniDel } from '../../shared/cni/runtime.js';
 import { httpInNetns } from '../../shared/netns/http.js';
 import { CONTROL_PORT, hostsFile, planMesh, type MeshPlan, type NodePlan, type PodPlan } from './topology.js';
 import { alive, deleteNetns, ipBatch, listNetns, run, spawnInNetns, stopGroup, waitFor } from './system.js';
+import type { UpProgress } from './progress.js';
 
 /** A process of the mesh; daemons keep how they were started so they can be restarted. */
 export interface MeshProcess {
@@ -42,8 +43,12 @@ export interface UpOptions {
   stateRoot: string;
   /** progress lines */
   say: (line: string) => void;
+  /** counts and what is being waited for, for a progress display */
+  progress?: (p: UpProgress) => void;
   certTtlSeconds?: number;
 }
+
+type Report = (p: UpProgress) => void;
 
 const DIST = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ZTUNNEL_MAIN = join(DIST, 'ztunnel', 'main.js');
@@ -144,8 +149,18 @@ export async function up(o: UpOptions): Promise<LocalState> {
   const { objects: _objects, ...planView } = plan;
   const state: LocalState = { name: o.name, dir, createdAt: new Date().toISOString(), plan: planView, netns: [], hostsDirs: [], processes: [], ready: false };
   await writeState(state);
+  const report: Report = o.progress ?? (() => undefined);
+  const count = (total: number) => ({ done: 0, total });
+  const nodes = plan.nodes.length;
+  const ambient = plan.pods.filter((p) => p.ambient);
+  report({
+    nodes: count(nodes), ztunnels: count(nodes), agents: count(nodes), synced: count(nodes),
+    pods: count(plan.pods.length), running: count(plan.pods.length), captured: count(ambient.length),
+    certificates: count(new Set(ambient.map((p) => `${p.node} ${p.namespace}/${p.serviceAccount}`)).size),
+    activity: `creating ${nodes} node(s)`,
+  });
   try {
-    await buildFabric(state, plan, o.say);
+    await buildFabric(state, plan, o.say, report);
     const ca = await CertificateAuthority.generate({ commonName: `ambit local root (${o.name})` });
     await writeFile(join(dir, 'ca', 'root-cert.pem'), ca.certPem);
     await writeFile(join(dir, 'ca', 'root-key.pem'), ca.keyPem(), { mode: 0o600 });
@@ -157,17 +172,26 @@ export async function up(o: UpOptions): Promise<LocalState> {
     }
     await writeFile(join(dir, 'ca', 'node-tokens.json'), JSON.stringify(tokens), { mode: 0o600 });
     await writeConfig(dir, plan.objects);
+    report({ activity: 'starting the control plane' });
     await startControl(state, plan, o);
-    await startZtunnels(state, plan, o.say);
-    await startAgents(state, plan, o.say);
-    for (const pod of plan.pods) await createPod(state, plan, pod);
+    report({ control: true });
+    await startZtunnels(state, plan, o.say, report);
+    await startAgents(state, plan, o.say, report);
+    for (const [i, pod] of plan.pods.entries()) {
+      report({ activity: `creating pod ${pod.key} through the CNI chain` });
+      await createPod(state, plan, pod);
+      const r = await redirections(state);
+      report({ pods: { done: i + 1, total: plan.pods.length }, captured: { done: ambient.filter((p) => r[p.key] === 'enabled').length, total: ambient.length } });
+    }
     const captured = Object.values(await redirections(state)).filter((v) => v === 'enabled').length;
     o.say(`pods: ${plan.pods.length} created through the CNI chain, ${captured} captured by ztunnel`);
     for (const pod of plan.pods) startPod(state, pod);
     await writeState(state);
     const running = plan.objects.map((obj) => (obj.kind === 'Pod' ? { ...obj, status: { ...obj.status, phase: 'Running' } } : obj));
     await writeConfig(dir, running);
-    await waitForConfig(plan, plan.pods.length);
+    let ready = readiness(state, plan, new Map());
+    await waitForConfig(plan, plan.pods.length, (dumps) => report((ready = readiness(state, plan, dumps))));
+    o.say(`ready: ${ready.running!.done}/${plan.pods.length} pods running and known to every ztunnel; certificates held for ${ready.certificates!.done}/${ready.certificates!.total} pod identities`);
     state.ready = true;
     await writeState(state);
     o.say(`mesh "${o.name}" is up`);
@@ -184,7 +208,7 @@ export async function up(o: UpOptions): Promise<LocalState> {
   }
 }
 
-async function buildFabric(state: LocalState, plan: MeshPlan, say: (l: string) => void): Promise<void> {
+async function buildFabric(state: LocalState, plan: MeshPlan, say: (l: string) => void, report: Report): Promise<void> {
   const f = plan.fabric;
   await run('ip', ['netns', 'add', f.netns]);
   state.netns.push(f.netns);
@@ -209,6 +233,7 @@ async function buildFabric(state: LocalState, plan: MeshPlan, say: (l: string) =
     ]);
     await writeNodeCniConfig(state.dir, n);
     await run('ip', ['netns', 'exec', n.netns, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    report({ nodes: { done: plan.nodes.indexOf(n) + 1, total: plan.nodes.length } });
   }
   await ipBatch(f.netns, plan.nodes.map((n) => `route add ${n.podCidr} via ${n.ip}`));
   say(`nodes: ${plan.nodes.map((n) => `${n.name} (${n.ip})`).join(', ')}`);
@@ -232,7 +257,7 @@ async function startControl(state: LocalState, plan: MeshPlan, o: UpOptions): Pr
   o.say(`control plane: ${plan.fabric.ip}:${CONTROL_PORT} (pid ${pid})`);
 }
 
-async function startZtunnels(state: LocalState, plan: MeshPlan, say: (l: string) => void): Promise<void> {
+async function startZtunnels(state: LocalState, plan: MeshPlan, say: (l: string) => void, report: Report): Promise<void> {
   for (const n of plan.nodes) {
     const log = join(state.dir, 'logs', `ztunnel-${n.name}.log`);
     const argv = [
@@ -247,12 +272,14 @@ async function startZtunnels(state: LocalState, plan: MeshPlan, say: (l: string)
     state.processes.push({ role: 'ztunnel', name: n.name, pid, log, netns: n.netns, argv });
   }
   await writeState(state);
-  for (const n of plan.nodes) {
+  for (const [i, n] of plan.nodes.entries()) {
     const proc = state.processes.find((p) => p.role === 'ztunnel' && p.name === n.name)!;
+    report({ activity: `waiting for ztunnel on ${n.name} to be ready` });
     await waitFor(`ztunnel on ${n.name} to be ready (log: ${proc.log})`, async () => {
       if (!alive(proc.pid)) throw new Error('ztunnel exited');
       return (await httpInNetns(netnsPath(n.netns), { host: n.ip, port: 15021, path: '/healthz/ready' })).status === 200;
     }, 20_000);
+    report({ ztunnels: { done: i + 1, total: plan.nodes.length } });
   }
   say(`ztunnels ready on ${plan.nodes.length} node(s)`);
 }
@@ -280,7 +307,7 @@ async function writeNodeCniConfig(dir: string, n: NodePlan): Promise<void> {
   await writeFile(f.loopback, JSON.stringify({ cniVersion: '1.0.0', name: 'cni-loopback', type: 'loopback' }, null, 2));
 }
 
-async function startAgents(state: LocalState, plan: MeshPlan, say: (l: string) => void): Promise<void> {
+async function startAgents(state: LocalState, plan: MeshPlan, say: (l: string) => void, report: Report): Promise<void> {
   for (const n of plan.nodes) {
     const f = nodeFiles(state.dir, n.name);
     const log = join(state.dir, 'logs', `cni-agent-${n.name}.log`);
@@ -299,13 +326,15 @@ async function startAgents(state: LocalState, plan: MeshPlan, say: (l: string) =
     state.processes.push({ role: 'agent', name: n.name, pid, log, netns: n.netns, argv });
   }
   await writeState(state);
-  for (const n of plan.nodes) {
+  for (const [i, n] of plan.nodes.entries()) {
     const f = nodeFiles(state.dir, n.name);
     const proc = state.processes.find((p) => p.role === 'agent' && p.name === n.name)!;
+    report({ activity: `waiting for the node agent on ${n.name} to chain ambit-cni` });
     await waitFor(`the node agent on ${n.name} to chain ambit-cni (log: ${proc.log})`, async () => {
       if (!alive(proc.pid)) throw new Error('node agent exited');
       return (await readFile(f.conflist, 'utf8')).includes('"ambit-cni"') && existsSync(join(f.binDir, 'ambit-cni'));
     }, 20_000);
+    report({ agents: { done: i + 1, total: plan.nodes.length } });
   }
   say(`node agents ready; ambit-cni chained into each node's CNI configuration`);
 }
@@ -360,14 +389,57 @@ function startPod(state: LocalState, pod: PodPlan): void {
   }
 }
 
-async function waitForConfig(plan: MeshPlan, pods: number): Promise<void> {
+/** What a node's ztunnel says in /config_dump, as far as readiness goes. */
+export interface ReadinessDump {
+  workloads: { ready: boolean }[];
+  certificates?: { identity: string; state: string }[];
+}
+
+/** Waits until every node's ztunnel has `pods` ready workloads; `seen` gets each round of dumps (by node). */
+async function waitForConfig(plan: MeshPlan, pods: number, seen?: (dumps: Map<string, ReadinessDump>) => void): Promise<void> {
+  const dumps = new Map<string, ReadinessDump>();
   for (const n of plan.nodes) {
     await waitFor(`ztunnel on ${n.name} to receive the running pods`, async () => {
-      const r = await httpInNetns(netnsPath(n.netns), { host: '127.0.0.1', port: 15000, path: '/config_dump' });
-      const dump = JSON.parse(r.body) as { workloads: { ready: boolean }[] };
-      return dump.workloads.filter((w) => w.ready).length >= pods;
+      const dumpOf = async (m: NodePlan): Promise<void> => {
+        const r = await httpInNetns(netnsPath(m.netns), { host: '127.0.0.1', port: 15000, path: '/config_dump' });
+        dumps.set(m.name, JSON.parse(r.body) as ReadinessDump);
+      };
+      // with `seen`, every node, so certificates and sync show for all of them while waiting for this one
+      const others = seen ? plan.nodes.filter((m) => m !== n).map((m) => dumpOf(m).catch(() => undefined)) : [];
+      const mine = dumpOf(n);
+      await Promise.allSettled([mine, ...others]);
+      seen?.(dumps);
+      await mine; // its error is the reason given if this times out
+      return (dumps.get(n.name)?.workloads ?? []).filter((w) => w.ready).length >= pods;
     }, 20_000);
   }
+}
+
+/**
+ * Counts from the nodes' ztunnels: identities of captured pods whose certificate their node's
+ * ztunnel holds, nodes that have every pod ready in their config, and pods whose processes run.
+ */
+export function readiness(state: LocalState, plan: MeshPlan, dumps: ReadonlyMap<string, ReadinessDump>): UpProgress {
+  const wanted = new Map<string, Set<string>>();
+  for (const p of plan.pods) if (p.ambient) (wanted.get(p.node) ?? wanted.set(p.node, new Set()).get(p.node)!).add(`/ns/${p.namespace}/sa/${p.serviceAccount}`);
+  let certs = 0;
+  let total = 0;
+  for (const [node, ids] of wanted) {
+    const held = new Set((dumps.get(node)?.certificates ?? []).filter((c) => c.state === 'available').map((c) => c.identity.replace(/^spiffe:\/\/[^/]+/, '')));
+    total += ids.size;
+    for (const id of ids) if (held.has(id)) certs++;
+  }
+  const synced = plan.nodes.filter((n) => (dumps.get(n.name)?.workloads ?? []).filter((w) => w.ready).length >= plan.pods.length).length;
+  const running = plan.pods.filter((p) => {
+    const procs = state.processes.filter((x) => x.role === 'pod' && x.name.startsWith(`${p.key}/`));
+    return procs.every((x) => alive(x.pid));
+  }).length;
+  return {
+    certificates: { done: certs, total },
+    synced: { done: synced, total: plan.nodes.length },
+    running: { done: running, total: plan.pods.length },
+    activity: synced < plan.nodes.length ? `waiting for the ztunnels to receive the running pods (${synced}/${plan.nodes.length} nodes)` : 'ztunnels have every pod',
+  };
 }
 
 /** Removes every namespace, veth, rule, file and process a mesh made. Safe to run twice. */

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { Command, Option } from 'commander';
 import { apply, deleteObjects, down, findPod, label, startDaemon, stopDaemon, netnsPath, readState, redirections, up, PrerequisiteError, checkPrerequisites, type LocalState } from './cluster.js';
 import { alive } from './system.js';
+import { progressFor } from './progress.js';
 import { httpInNetns } from '../../shared/netns/http.js';
 
 const DEFAULT_STATE_ROOT = process.env.AMBIT_STATE_DIR ?? '/run/ambit';
@@ -111,8 +112,17 @@ export function localCommand(): Command {
       const nodes = Number(o.nodes);
       if (!Number.isInteger(nodes)) throw new Error(`--nodes must be a whole number, got "${o.nodes}"`);
       await checkPrerequisites();
-      if (o.replace) await down(o.stateDir, o.name, (l) => console.log(l));
-      const s = await up({ file: o.file, nodes, name: o.name, stateRoot: o.stateDir, say: (l) => console.log(l), certTtlSeconds: Number(o.certTtl) });
+      // live status on a terminal, timestamped lines otherwise
+      const progress = progressFor(process.stdout);
+      let s: LocalState;
+      try {
+        if (o.replace) await down(o.stateDir, o.name, (l) => progress.say(l));
+        s = await up({ file: o.file, nodes, name: o.name, stateRoot: o.stateDir, say: (l) => progress.say(l), progress: (p) => progress.update(p), certTtlSeconds: Number(o.certTtl) });
+        progress.finish(true);
+      } catch (err) {
+        progress.finish(false);
+        throw err;
+      }
       console.log();
       await printStatus(s);
       if (o.tour) await tour(s);
