@@ -172,7 +172,7 @@ export class SpanExporter implements SpanSink {
     this.exported = get('ambit_tracing_spans_exported_total') ?? new Counter({ name: 'ambit_tracing_spans_exported_total', help: 'Spans the trace collector accepted', registers });
     this.dropped =
       get('ambit_tracing_spans_dropped_total') ??
-      new Counter({ name: 'ambit_tracing_spans_dropped_total', help: 'Spans not sent: queue_full (collector too slow or absent) or export_failed', labelNames: ['reason'], registers });
+      new Counter({ name: 'ambit_tracing_spans_dropped_total', help: 'Spans not sent: queue_full (collector too slow or absent), export_failed, closed (after shutdown)', labelNames: ['reason'], registers });
     this.failures = get('ambit_tracing_export_failures_total') ?? new Counter({ name: 'ambit_tracing_export_failures_total', help: 'Requests to the trace collector that failed or timed out', registers });
     if (!get('ambit_tracing_queue_spans')) {
       const queue = this.queue;
@@ -180,19 +180,22 @@ export class SpanExporter implements SpanSink {
     }
   }
 
-  /** Queues a span; drops it (counted) when the queue is full. */
+  /** Queues a span; drops it (counted) when the queue is full. Sending happens later, off the request's path. */
   add(span: Span): void {
     if (this.closed || this.queue.length >= this.maxQueue) {
-      this.dropped.inc({ reason: 'queue_full' });
+      this.dropped.inc({ reason: this.closed ? 'closed' : 'queue_full' });
       return;
     }
     this.queue.push(span);
-    if (this.queue.length >= this.maxBatch) {
-      if (this.sending === null) this.startSending();
-    } else if (this.timer === null && this.sending === null) {
-      this.timer = setTimeout(() => this.startSending(), this.flushMs);
-      this.timer.unref();
-    }
+    if (this.sending !== null) return;
+    if (this.queue.length >= this.maxBatch) this.schedule(0);
+    else if (this.timer === null) this.schedule(this.flushMs);
+  }
+
+  private schedule(ms: number): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.startSending(), ms);
+    this.timer.unref();
   }
 
   /** Sends everything queued now; resolves when the queue is empty or a request failed. */
@@ -222,10 +225,7 @@ export class SpanExporter implements SpanSink {
     this.sending = this.sendBatches().finally(() => {
       this.sending = null;
       // spans that came while sending wait for their own delay
-      if (this.queue.length > 0 && !this.closed && this.timer === null) {
-        this.timer = setTimeout(() => this.startSending(), this.queue.length >= this.maxBatch && !this.failing ? 0 : this.flushMs);
-        this.timer.unref();
-      }
+      if (this.queue.length > 0 && !this.closed && this.timer === null) this.schedule(this.queue.length >= this.maxBatch && !this.failing ? 0 : this.flushMs);
     });
   }
 
