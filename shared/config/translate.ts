@@ -2,6 +2,7 @@ import { ConfigError, type KubeObject } from './objects.js';
 import type { MeshSnapshot, Service, ServicePort, Workload } from '../model/types.js';
 import type { AuthorizationPolicy, PeerAuthentication } from '../policy/types.js';
 import { translateAuthorizationPolicy, translatePeerAuthentication } from '../policy/translate.js';
+import { bindWaypoints, translateWaypoints } from './waypoint-binding.js';
 
 export const DATAPLANE_MODE_LABEL = 'istio.io/dataplane-mode';
 
@@ -117,6 +118,7 @@ export function translate(objects: KubeObject[], problems: PolicyProblem[] = [],
     });
   }
   const services: Service[] = [];
+  const serviceLabels = new Map<string, Record<string, string>>();
   for (const o of objects) {
     if (o.kind !== 'Service') continue;
     const s = serviceSpec(o);
@@ -134,7 +136,10 @@ export function translate(objects: KubeObject[], problems: PolicyProblem[] = [],
       ports: s.ports,
       endpoints,
     });
+    serviceLabels.set(`${ns}/${o.metadata.name}`, o.metadata.labels ?? {});
   }
+  const waypoints = translateWaypoints(objects, workloads);
+  bindWaypoints(services, serviceLabels, workloads, nsLabels, waypoints, problems);
   const policies: AuthorizationPolicy[] = [];
   const peerAuthentications: PeerAuthentication[] = [];
   for (const o of objects) {
@@ -158,5 +163,5 @@ export function translate(objects: KubeObject[], problems: PolicyProblem[] = [],
       else if (old) peerAuthentications.push(old as PeerAuthentication);
     }
   }
-  return { workloads, services, policies, peerAuthentications };
+  return { workloads, services, policies, peerAuthentications, waypoints };
 }

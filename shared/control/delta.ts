@@ -12,6 +12,7 @@ export function snapshotUpdate(s: MeshSnapshot, version: number): MeshUpdate {
     removedServices: [],
     policies: s.policies ?? [],
     peerAuthentications: s.peerAuthentications ?? [],
+    waypoints: s.waypoints ?? [],
   };
 }
 
@@ -33,8 +34,10 @@ export function diffSnapshots(prev: MeshSnapshot, next: MeshSnapshot, version: n
   const [peers, removedPeers] = diffBy(prev.peerAuthentications ?? [], next.peerAuthentications ?? [], (p) => p.key);
   if (policies.length || removedPolicies.length) Object.assign(update, { policies, removedPolicies });
   if (peers.length || removedPeers.length) Object.assign(update, { peerAuthentications: peers, removedPeerAuthentications: removedPeers });
+  const [waypoints, removedWaypoints] = diffBy(prev.waypoints ?? [], next.waypoints ?? [], (w) => w.key);
+  if (waypoints.length || removedWaypoints.length) Object.assign(update, { waypoints, removedWaypoints });
   const empty =
-    update.workloads.length + update.services.length + update.removedWorkloads.length + update.removedServices.length + policies.length + removedPolicies.length + peers.length + removedPeers.length === 0;
+    update.workloads.length + update.services.length + update.removedWorkloads.length + update.removedServices.length + policies.length + removedPolicies.length + peers.length + removedPeers.length + waypoints.length + removedWaypoints.length === 0;
   return empty ? null : update;
 }
 
