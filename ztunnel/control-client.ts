@@ -7,10 +7,15 @@ import type { Logger } from '../shared/telemetry/log.js';
 const BACKOFF_MIN_MS = 200;
 const BACKOFF_MAX_MS = 15_000;
 
-/** ztunnel's link to the control plane: the config stream (reconnecting with backoff) and certificate signing. */
-export class ControlLink extends EventEmitter<{ update: [MeshUpdate]; connected: []; disconnected: [string] }> {
+/**
+ * A link to the control plane: the config stream (reconnecting with backoff) and certificate
+ * signing. ztunnel's stream is Watch (mesh updates for its node); a waypoint's is WatchWaypoint.
+ */
+export class ControlLink<U = MeshUpdate> extends EventEmitter<{ update: [U]; connected: []; disconnected: [string] }> {
   private readonly client: grpc.Client & Record<string, (...args: unknown[]) => unknown>;
-  private call: grpc.ClientReadableStream<MeshUpdate> | null = null;
+  private call: grpc.ClientReadableStream<U> | null = null;
+  /** which stream to open: method of the Control service and its request */
+  stream: { method: 'watch' | 'watchWaypoint'; request: unknown } = { method: 'watch', request: null };
   private stopped = false;
   private backoff = BACKOFF_MIN_MS;
   private retryTimer: NodeJS.Timeout | null = null;
@@ -31,9 +36,10 @@ export class ControlLink extends EventEmitter<{ update: [MeshUpdate]; connected:
   /** Starts the config stream; updates arrive as 'update' events. */
   start(): void {
     if (this.stopped) return;
-    const call = this.client.watch({ node: this.node }, this.metadata()) as grpc.ClientReadableStream<MeshUpdate>;
+    const { method, request } = this.stream;
+    const call = this.client[method]!(request ?? { node: this.node }, this.metadata()) as grpc.ClientReadableStream<U>;
     this.call = call;
-    call.on('data', (u: MeshUpdate) => {
+    call.on('data', (u: U) => {
       if (!this.connected) {
         this.connected = true;
         this.backoff = BACKOFF_MIN_MS;

@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-import http from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { Command } from 'commander';
 import { createLogger } from '../shared/telemetry/log.js';
@@ -15,6 +14,7 @@ import { NodeAgentServer } from './inpod.js';
 import { adminServer, metricsServer, readinessServer } from './admin.js';
 import type { ProxyContext } from './context.js';
 import { recheckOpenConnections } from './inbound.js';
+import { listen } from '../shared/net/listen.js';
 
 const program = new Command()
   .name('ztunnel')
@@ -29,21 +29,6 @@ const program = new Command()
   .option('--metrics <host:port>', 'Prometheus metrics', '0.0.0.0:15020')
   .option('--readiness <host:port>', 'readiness probe', '0.0.0.0:15021')
   .option('--log-level <level>', 'log level', process.env.AMBIT_LOG_LEVEL ?? 'info');
-
-function hostPort(v: string, flag: string): { host: string; port: number } {
-  const i = v.lastIndexOf(':');
-  const port = Number(v.slice(i + 1));
-  if (i <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`${flag} must be host:port, got "${v}"`);
-  return { host: v.slice(0, i).replace(/^\[|\]$/g, ''), port };
-}
-
-function listen(server: http.Server, v: string, flag: string): Promise<void> {
-  const { host, port } = hostPort(v, flag);
-  return new Promise((resolve, reject) => {
-    server.once('error', (err) => reject(new Error(`${flag} ${v}: ${err.message}`)));
-    server.listen(port, host, () => resolve());
-  });
-}
 
 async function main(): Promise<void> {
   const o = program.parse().opts<{

@@ -1,10 +1,21 @@
 import * as grpc from '@grpc/grpc-js';
 import { Packr } from 'msgpackr';
 import type { MeshUpdate } from '../model/types.js';
+import type { WaypointConfig } from '../../waypoint/config.js';
 
 /** Messages of the control protocol, carried as MessagePack over gRPC. */
 export interface WatchRequest {
   node: string;
+}
+/** A waypoint asks for its config by its Gateway's name. */
+export interface WaypointWatchRequest {
+  namespace: string;
+  name: string;
+}
+/** A waypoint's whole config, sent first and again whenever it changes. */
+export interface WaypointUpdate {
+  version: number;
+  config: WaypointConfig;
 }
 export interface SignRequest {
   csrPem: string;
@@ -44,6 +55,16 @@ function isObj(v: unknown): v is Record<string, unknown> {
 }
 
 export const isWatchRequest = (v: unknown): v is WatchRequest => isObj(v) && typeof v.node === 'string';
+export const isWaypointWatchRequest = (v: unknown): v is WaypointWatchRequest => isObj(v) && typeof v.namespace === 'string' && typeof v.name === 'string';
+export const isWaypointUpdate = (v: unknown): v is WaypointUpdate =>
+  isObj(v) &&
+  typeof v.version === 'number' &&
+  isObj(v.config) &&
+  isObj(v.config.waypoint) &&
+  Array.isArray(v.config.services) &&
+  Array.isArray(v.config.workloads) &&
+  isObj(v.config.routing) &&
+  Array.isArray(v.config.policies);
 export const isSignRequest = (v: unknown): v is SignRequest => isObj(v) && typeof v.csrPem === 'string' && typeof v.identity === 'string';
 export const isSignResponse = (v: unknown): v is SignResponse =>
   isObj(v) && typeof v.certPem === 'string' && Array.isArray(v.chainPem) && Array.isArray(v.rootsPem);
@@ -56,7 +77,7 @@ export const isMeshUpdate = (v: unknown): v is MeshUpdate =>
   Array.isArray(v.removedWorkloads) &&
   Array.isArray(v.removedServices);
 
-/** The control plane's gRPC service: a config stream per node and the CA. */
+/** The control plane's gRPC service: a config stream per node, one per waypoint, and the CA. */
 export const controlService = {
   watch: {
     path: '/ambit.control.v1.Control/Watch',
@@ -66,6 +87,15 @@ export const controlService = {
     requestDeserialize: deserializer(isWatchRequest, 'watch request'),
     responseSerialize: serialize,
     responseDeserialize: deserializer(isMeshUpdate, 'mesh update'),
+  },
+  watchWaypoint: {
+    path: '/ambit.control.v1.Control/WatchWaypoint',
+    requestStream: false,
+    responseStream: true,
+    requestSerialize: serialize,
+    requestDeserialize: deserializer(isWaypointWatchRequest, 'waypoint watch request'),
+    responseSerialize: serialize,
+    responseDeserialize: deserializer(isWaypointUpdate, 'waypoint update'),
   },
   sign: {
     path: '/ambit.control.v1.Control/Sign',
