@@ -18,9 +18,9 @@ import { listenerProblem } from '../shared/config/waypoint-binding.js';
 export { listenerProblem };
 
 export { GATEWAY_API, GATEWAY_NAME_LABEL, MESH_LISTENER, WAYPOINT_CLASS, WAYPOINT_FOR_LABEL };
-/** Marks what this controller made (Istio marks its own with the same key). */
-export const MANAGED_LABEL = 'gateway.istio.io/managed';
-export const MANAGED_VALUE = 'ambit-waypoint-controller';
+import { MANAGED_LABEL, MANAGED_VALUE } from '../shared/config/waypoint-names.js';
+
+export { MANAGED_LABEL, MANAGED_VALUE };
 export const FIELD_MANAGER = 'ambit';
 export const TOKEN_PATH = '/var/run/secrets/tokens/ambit-token';
 

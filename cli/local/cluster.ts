@@ -10,7 +10,10 @@ import { CertificateAuthority } from '../../shared/identity/ca.js';
 import { checkRedirectTools } from '../../shared/redirect/apply.js';
 import { cniAdd, cniDel } from '../../shared/cni/runtime.js';
 import { httpInNetns } from '../../shared/netns/http.js';
-import { CONTROL_PORT, hostsFile, planMesh, type MeshPlan, type NodePlan, type PodPlan } from './topology.js';
+import { CONTROL_ADDRESS, CONTROL_PORT, hostsFile, planMesh, type MeshPlan, type NodePlan, type PodPlan } from './topology.js';
+import { ensureWaypointTokens, ownedBy, reconcileWaypoints } from './waypoints.js';
+import { isWaypointGateway } from '../../shared/config/waypoint-binding.js';
+import { ConfigError } from '../../shared/config/objects.js';
 import { alive, deleteNetns, ipBatch, listNetns, run, spawnInNetns, stopGroup, waitFor } from './system.js';
 
 /** A process of the mesh; daemons keep how they were started so they can be restarted. */
@@ -49,6 +52,14 @@ const DIST = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ZTUNNEL_MAIN = join(DIST, 'ztunnel', 'main.js');
 const CONTROL_MAIN = join(DIST, 'control', 'main.js');
 const AGENT_MAIN = join(DIST, 'cni', 'main.js');
+const WAYPOINT_MAIN = join(DIST, 'waypoint', 'main.js');
+
+/** Adds the pods and Services that run waypoint Gateways (and drops those of Gateways gone). */
+function withWaypoints(objects: KubeObject[], dir: string): KubeObject[] {
+  const r = reconcileWaypoints(objects, { dir, controlAddress: CONTROL_ADDRESS, nodePath: process.execPath, waypointMain: WAYPOINT_MAIN });
+  if (r.conflicts.length > 0) throw new ConfigError(r.conflicts.join('; '));
+  return r.objects;
+}
 /**
  * V8 flags for ztunnel: a larger young generation, so the buffers every chunk of proxied
  * data allocates die in cheap scavenges instead of forcing frequent ones (GC was ~16% of
@@ -131,7 +142,7 @@ export async function up(o: UpOptions): Promise<LocalState> {
   await checkPrerequisites();
   const existing = await readState(o.stateRoot, o.name);
   if (existing) throw new Error(`a local mesh named "${o.name}" is already up (${existing.dir}); run \`ambit local down${o.name === 'ambit' ? '' : ` --name ${o.name}`}\` first`);
-  const objects = await readObjects(o.file);
+  const objects = withWaypoints(await readObjects(o.file), stateDir(o.stateRoot, o.name));
   const plan = planMesh(o.name, o.nodes, objects, (obj) => dirname(resolve((obj.source ?? o.file).replace(/ \(document \d+\)$/, ''))));
   const taken = new Set(await listNetns());
   const clash = [plan.fabric.netns, ...plan.nodes.map((n) => n.netns), ...plan.pods.map((p) => p.netns)].find((n) => taken.has(n));
@@ -156,6 +167,7 @@ export async function up(o: UpOptions): Promise<LocalState> {
       await writeFile(join(dir, 'ca', `${n.name}.token`), t, { mode: 0o600 });
     }
     await writeFile(join(dir, 'ca', 'node-tokens.json'), JSON.stringify(tokens), { mode: 0o600 });
+    await ensureWaypointTokens(dir, plan.objects);
     await writeConfig(dir, plan.objects);
     await startControl(state, plan, o);
     await startZtunnels(state, plan, o.say);
@@ -432,7 +444,7 @@ export async function apply(o: { stateRoot: string; name: string; file: string; 
     merged.set(id, next);
     changed++;
   }
-  const objects = [...merged.values()];
+  const objects = withWaypoints([...merged.values()], state.dir);
   const dirOf = (obj: KubeObject): string => dirname(resolve((obj.source ?? o.file).replace(/ \(document \d+\)$/, '')));
   const plan = planMesh(state.name, state.plan.nodes.length, objects, dirOf, state.plan);
   const had = new Set(state.plan.pods.map((p) => p.key));
@@ -443,6 +455,7 @@ export async function apply(o: { stateRoot: string; name: string; file: string; 
   const { objects: _objects, ...planView } = plan;
   state.plan = planView;
   await writeState(state);
+  await ensureWaypointTokens(state.dir, withStatus);
   await writeConfig(state.dir, withStatus);
   for (const pod of fresh) await createPod(state, plan, pod);
   for (const pod of fresh) startPod(state, pod);
@@ -541,9 +554,13 @@ export async function deleteObjects(o: { stateRoot: string; name: string; file: 
   const state = await readState(o.stateRoot, o.name);
   if (!state) throw new Error(`no local mesh named "${o.name}" is up; start one with \`ambit local up -f DIR\``);
   const stored = await readObjects(join(state.dir, 'config'));
-  const gone = new Set((await readObjects(o.file)).map(objectId));
+  const named = await readObjects(o.file);
+  const gone = new Set(named.map(objectId));
   const missing = [...gone].filter((id) => !stored.some((x) => objectId(x) === id));
   if (missing.length) throw new Error(`not found: ${missing.join(', ')}`);
+  // a waypoint Gateway takes its pod and Service with it
+  const gatewaysGone = new Set(named.filter(isWaypointGateway).map((g) => `${g.metadata.namespace ?? 'default'}/${g.metadata.name}`));
+  for (const x of ownedBy(stored, gatewaysGone)) gone.add(objectId(x));
   const remaining = stored.filter((x) => !gone.has(objectId(x)));
   for (const ns of stored.filter((x) => x.kind === 'Namespace' && gone.has(objectId(x)))) {
     const left = remaining.filter((x) => x.kind !== 'Namespace' && (x.metadata.namespace ?? 'default') === ns.metadata.name);
