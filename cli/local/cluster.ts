@@ -8,7 +8,7 @@ import { readObjects, type KubeObject } from '../../shared/config/objects.js';
 import { wantsAmbient } from '../../cni/agent.js';
 import { CertificateAuthority } from '../../shared/identity/ca.js';
 import { checkRedirectTools } from '../../shared/redirect/apply.js';
-import { cniAdd, cniDel } from '../../shared/cni/runtime.js';
+import { cniAdd, cniDel, type Attachment, type CniResult, type RuntimeOptions } from '../../shared/cni/runtime.js';
 import { httpInNetns } from '../../shared/netns/http.js';
 import { CONTROL_ADDRESS, CONTROL_PORT, hostsFile, planMesh, type MeshPlan, type NodePlan, type PodPlan } from './topology.js';
 import { ensureWaypointTokens, ownedBy, reconcileWaypoints } from './waypoints.js';
@@ -322,24 +322,63 @@ async function startAgents(state: LocalState, plan: MeshPlan, say: (l: string) =
   say(`node agents ready; ambit-cni chained into each node's CNI configuration`);
 }
 
+/** A pod as the CNI chain of its node sees it. */
+export interface PodNetworkRef {
+  netns: string;
+  namespace: string;
+  name: string;
+  uid: string;
+  /** the address local mode planned for it (host-local's IP argument); absent: host-local picks one */
+  ip?: string;
+}
+
+export interface PodNetworkOptions {
+  /** rewrites the node's conflist text before use (a bench compares chains with it) */
+  conflist?: (text: string) => string;
+  /** sees every plugin invocation and how long it took */
+  onExec?: RuntimeOptions['onExec'];
+}
+
+function podAttachment(meshName: string, pod: PodNetworkRef, withIp: boolean): Attachment {
+  const id = `${meshName}-${pod.netns}`;
+  return {
+    containerId: id,
+    netns: netnsPath(pod.netns),
+    ifname: 'eth0',
+    args: { IgnoreUnknown: '1', ...(withIp && pod.ip ? { IP: pod.ip } : {}), K8S_POD_NAMESPACE: pod.namespace, K8S_POD_NAME: pod.name, K8S_POD_UID: pod.uid, K8S_POD_INFRA_CONTAINER_ID: id },
+  };
+}
+
+/**
+ * Connects a pod's netns to its node the way a container runtime does: the loopback
+ * network, then the node's conflist (the reference plugins, and ambit-cni chained last by
+ * the node agent), run inside the node's netns. Returns the chain's result.
+ */
+export async function addPodNetwork(dir: string, meshName: string, node: Pick<NodePlan, 'name' | 'netns'>, pod: PodNetworkRef, opts: PodNetworkOptions = {}): Promise<CniResult> {
+  const f = nodeFiles(dir, node.name);
+  const runtime: RuntimeOptions = { binDirs: [f.binDir, SYSTEM_CNI_BIN], hostNetns: node.netns, ...(opts.onExec ? { onExec: opts.onExec } : {}) };
+  const c = podAttachment(meshName, pod, true);
+  // a runtime runs the single-plugin loopback .conf as a list of one, before the network itself
+  const lo = JSON.parse(await readFile(f.loopback, 'utf8')) as { cniVersion: string; name: string };
+  await cniAdd({ cniVersion: lo.cniVersion, name: lo.name, plugins: [lo] }, { ...c, ifname: 'lo' }, runtime);
+  const text = await readFile(f.conflist, 'utf8');
+  return cniAdd(opts.conflist ? opts.conflist(text) : text, c, runtime);
+}
+
+/** Disconnects a pod: CNI DEL through the node's conflist, as a runtime does when the pod goes. */
+export async function removePodNetwork(dir: string, meshName: string, node: Pick<NodePlan, 'name' | 'netns'>, pod: PodNetworkRef, opts: PodNetworkOptions = {}): Promise<void> {
+  const f = nodeFiles(dir, node.name);
+  const text = await readFile(f.conflist, 'utf8');
+  await cniDel(opts.conflist ? opts.conflist(text) : text, podAttachment(meshName, pod, false), { binDirs: [f.binDir, SYSTEM_CNI_BIN], hostNetns: node.netns, ...(opts.onExec ? { onExec: opts.onExec } : {}) });
+}
+
 /** Creates a pod the way a container runtime does: a netns, then the node's CNI chain. */
 async function createPod(state: LocalState, plan: MeshPlan, pod: PodPlan): Promise<void> {
   const node = plan.nodes.find((n) => n.name === pod.node)!;
-  const f = nodeFiles(state.dir, node.name);
   await run('ip', ['netns', 'add', pod.netns]);
   state.netns.push(pod.netns);
   await writeState(state);
-  const binDirs = [f.binDir, SYSTEM_CNI_BIN];
-  const c = {
-    containerId: `${state.name}-${pod.netns}`,
-    netns: netnsPath(pod.netns),
-    ifname: 'eth0',
-    args: { IgnoreUnknown: '1', IP: pod.ip, K8S_POD_NAMESPACE: pod.namespace, K8S_POD_NAME: pod.name, K8S_POD_UID: pod.uid, K8S_POD_INFRA_CONTAINER_ID: `${state.name}-${pod.netns}` },
-  };
-  // a runtime runs the single-plugin loopback .conf as a list of one, before the network itself
-  const lo = JSON.parse(await readFile(f.loopback, 'utf8')) as { cniVersion: string; name: string };
-  await cniAdd({ cniVersion: lo.cniVersion, name: lo.name, plugins: [lo] }, { ...c, ifname: 'lo' }, { binDirs, hostNetns: node.netns });
-  const result = await cniAdd(await readFile(f.conflist, 'utf8'), c, { binDirs, hostNetns: node.netns });
+  const result = await addPodNetwork(state.dir, state.name, node, pod);
   const got = result.ips.map((i) => i.address.split('/')[0]);
   if (!got.includes(pod.ip)) throw new Error(`CNI gave pod ${pod.key} ${got.join(', ')} instead of ${pod.ip}`);
   // `ip netns exec` shows /etc/netns/NAME/hosts as the pod's /etc/hosts: service names resolve in the pod.
@@ -570,15 +609,7 @@ export async function deleteObjects(o: { stateRoot: string; name: string; file: 
   for (const pod of pods) {
     const procs = state.processes.filter((x) => x.role === 'pod' && x.name.startsWith(`${pod.key}/`));
     await Promise.all(procs.map((x) => stopGroup(x.pid)));
-    const node = state.plan.nodes.find((n) => n.name === pod.node)!;
-    const f = nodeFiles(state.dir, node.name);
-    const c = {
-      containerId: `${state.name}-${pod.netns}`,
-      netns: netnsPath(pod.netns),
-      ifname: 'eth0',
-      args: { IgnoreUnknown: '1', K8S_POD_NAMESPACE: pod.namespace, K8S_POD_NAME: pod.name, K8S_POD_UID: pod.uid, K8S_POD_INFRA_CONTAINER_ID: `${state.name}-${pod.netns}` },
-    };
-    await cniDel(await readFile(f.conflist, 'utf8'), c, { binDirs: [f.binDir, SYSTEM_CNI_BIN], hostNetns: node.netns });
+    await removePodNetwork(state.dir, state.name, state.plan.nodes.find((n) => n.name === pod.node)!, pod);
     await deleteNetns(pod.netns);
     await rm(`/etc/netns/${pod.netns}`, { recursive: true, force: true });
     state.processes = state.processes.filter((x) => !procs.includes(x));
