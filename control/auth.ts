@@ -72,12 +72,25 @@ export class TokenFileAuthenticator implements NodeAuthenticator {
     return found;
   }
 
+  private reloading: Promise<void> | null = null;
+
   private async lookup(metadata: Metadata): Promise<Principal | undefined> {
     const token = bearer(metadata);
     if (!token) return undefined;
     const found = this.find(token);
-    if (found || Date.now() - this.lastReload < RELOAD_MIN_MS) return found;
-    this.lastReload = Date.now();
+    if (found) return found;
+    // concurrent misses share one read; a reload at most once a second
+    if (!this.reloading && Date.now() - this.lastReload >= RELOAD_MIN_MS) {
+      this.lastReload = Date.now();
+      this.reloading = this.reload().finally(() => {
+        this.reloading = null;
+      });
+    }
+    if (this.reloading) await this.reloading;
+    return this.find(token);
+  }
+
+  private async reload(): Promise<void> {
     try {
       const st = await stat(this.path);
       if (st.mtimeMs !== this.loadedMtime) {
@@ -87,7 +100,6 @@ export class TokenFileAuthenticator implements NodeAuthenticator {
     } catch {
       // a broken or missing file keeps the tokens already known
     }
-    return this.find(token);
   }
 
   async authenticate(metadata: Metadata): Promise<string> {

@@ -124,7 +124,17 @@ async function main(): Promise<void> {
   });
   link.start();
 
-  const material = await certs.get(identity);
+  // the control plane may not know this waypoint yet (its pod is being scheduled): keep asking
+  let material;
+  for (let delay = 500; ; delay = Math.min(delay * 2, 15_000)) {
+    try {
+      material = await certs.get(identity);
+      break;
+    } catch (err) {
+      log.warn({ err: (err as Error).message, retryInMs: delay }, 'no certificate yet; retrying');
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
   let tcpCursor = 0;
   const hbone = new HboneServer(material, o.trustDomain, {
     connect: (req) => void serve(req),

@@ -72,13 +72,13 @@ function viaWaypoint(ctx: Pick<ProxyContext, 'index' | 'cursors' | 'trustDomain'
   const svc = service ? { service } : {};
   const wp = ctx.index.waypoint(key);
   const refusal = waypointRefusal(key, wp, kind);
-  const what = service ? `service ${service.hostname}:${dst.port}` : `pod ${formatAddress(dst)}`;
-  if (refusal) return { kind: 'refuse', error: new MeshError('NO_WAYPOINT', `${what} uses ${refusal}`), ...svc };
+  const what = service ? `traffic to service ${service.hostname}:${dst.port}` : `traffic to pod ${formatAddress(dst)}`;
+  if (refusal) return { kind: 'refuse', error: new MeshError('NO_WAYPOINT', `${what} is refused: ${refusal}`), ...svc };
   const pods = wp!.pods.map((uid) => ctx.index.workload(uid)).filter((w): w is Workload => w !== undefined && w.ready);
   const cursor = ctx.cursors.get(`waypoint:${key}`) ?? 0;
   ctx.cursors.set(`waypoint:${key}`, cursor + 1);
   const pod = pods.length > 0 ? pods[cursor % pods.length]! : undefined;
-  if (!pod) return { kind: 'refuse', error: new MeshError('NO_WAYPOINT', `${what} uses waypoint ${key}, which has no ready pod`), ...svc };
+  if (!pod) return { kind: 'refuse', error: new MeshError('NO_WAYPOINT', `${what} is refused: waypoint ${key} has no ready pod`), ...svc };
   const identity = new Identity(ctx.trustDomain, pod.namespace, pod.serviceAccount).toString();
   return { kind: 'hbone', workload: pod, target: { ip: pod.ip, port: HBONE_PORT }, identity, authority: formatAddress(dst), waypoint: key, ...svc };
 }

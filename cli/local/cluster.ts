@@ -598,7 +598,7 @@ export async function deleteObjects(o: { stateRoot: string; name: string; file: 
   const missing = [...gone].filter((id) => !stored.some((x) => objectId(x) === id));
   if (missing.length) throw new Error(`not found: ${missing.join(', ')}`);
   // a waypoint Gateway takes its pod and Service with it
-  const gatewaysGone = new Set(named.filter(isWaypointGateway).map((g) => `${g.metadata.namespace ?? 'default'}/${g.metadata.name}`));
+  const gatewaysGone = new Set(stored.filter((g) => isWaypointGateway(g) && gone.has(objectId(g))).map((g) => `${g.metadata.namespace ?? 'default'}/${g.metadata.name}`));
   for (const x of ownedBy(stored, gatewaysGone)) gone.add(objectId(x));
   const remaining = stored.filter((x) => !gone.has(objectId(x)));
   for (const ns of stored.filter((x) => x.kind === 'Namespace' && gone.has(objectId(x)))) {

@@ -72,7 +72,7 @@ describe('waypoint binding', () => {
     const plan = planOutbound(ctx, { ip: '10.96.0.10', port: 80 });
     assert.ok(plan.kind === 'refuse');
     assert.equal(plan.error.flag, 'NO_WAYPOINT');
-    assert.match(plan.error.message, /service web\.shop\.svc\.cluster\.local:80 uses waypoint shop\/waypoint does not exist/);
+    assert.match(plan.error.message, /traffic to service web\.shop\.svc\.cluster\.local:80 is refused: waypoint shop\/waypoint does not exist/);
   });
 
   test('a waypoint without a running pod, or with a wrong listener, refuses with the reason', () => {
