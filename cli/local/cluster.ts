@@ -10,7 +10,7 @@ import { CertificateAuthority } from '../../shared/identity/ca.js';
 import { checkRedirectTools } from '../../shared/redirect/apply.js';
 import { cniAdd, cniDel } from '../../shared/cni/runtime.js';
 import { httpInNetns } from '../../shared/netns/http.js';
-import { CONTROL_PORT, hostsFile, planMesh, type MeshPlan, type NodePlan, type PodPlan } from './topology.js';
+import { CONTROL_PORT, DASHBOARD_PORT, hostsFile, planMesh, type MeshPlan, type NodePlan, type PodPlan } from './topology.js';
 import { alive, deleteNetns, ipBatch, listNetns, run, spawnInNetns, stopGroup, waitFor } from './system.js';
 
 /** A process of the mesh; daemons keep how they were started so they can be restarted. */
@@ -223,6 +223,7 @@ async function startControl(state: LocalState, plan: MeshPlan, o: UpOptions): Pr
     '--ca-key', join(state.dir, 'ca', 'root-key.pem'),
     '--node-tokens', join(state.dir, 'ca', 'node-tokens.json'),
     '--listen', `${plan.fabric.ip}:${CONTROL_PORT}`,
+    '--dashboard', `127.0.0.1:${DASHBOARD_PORT}`,
     '--ip', plan.fabric.ip,
     '--cert-ttl', String(o.certTtlSeconds ?? 86400),
   ];
