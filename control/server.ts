@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { controlService, type SignRequest, type SignResponse, type WatchRequest, type WaypointUpdate, type WaypointWatchRequest } from '../shared/control/protocol.js';
+import { controlService, type NodeReport, type ReportResponse, type SignRequest, type SignResponse, type WatchRequest, type WaypointUpdate, type WaypointWatchRequest } from '../shared/control/protocol.js';
 import { diffSnapshots, snapshotUpdate } from '../shared/control/delta.js';
 import type { MeshSnapshot, MeshUpdate } from '../shared/model/types.js';
 import { podInfo, translate, type PolicyProblem } from '../shared/config/translate.js';
@@ -10,9 +10,12 @@ import type { NodeAuthenticator, WaypointCaller } from './auth.js';
 import { buildL7Config, waypointConfig, type L7Config } from './waypoint-config.js';
 import { GATEWAY_NAME_LABEL } from '../shared/config/waypoint-names.js';
 import type { Logger } from '../shared/telemetry/log.js';
+import { NodeReports } from './node-reports.js';
 
 interface Subscriber {
   node: string;
+  /** the address the ztunnel connected from (its metrics listen there) */
+  ip: string | null;
   call: grpc.ServerWritableStream<WatchRequest, MeshUpdate>;
 }
 
@@ -24,7 +27,16 @@ interface WaypointSubscriber {
   sent: string;
 }
 
-/** Serves the mesh to ztunnels (snapshot, then deltas) and signs their workload certificates. */
+/** The IP of a gRPC peer ("1.2.3.4:5678", "::ffff:1.2.3.4:5678", "::1:5678"), or null. */
+export function peerIp(peer: string): string | null {
+  const i = peer.lastIndexOf(':');
+  if (i <= 0) return null;
+  const ip = peer.slice(0, i).replace(/^\[|\]$/g, '');
+  const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  return v4 ? v4[1]! : ip;
+}
+
+/** Serves the mesh to ztunnels (snapshot, then deltas) and waypoints (their config), signs workload certificates and keeps ztunnels' reports. */
 export class ControlServer {
   private snapshot: MeshSnapshot = { workloads: [], services: [] };
   /** what the last translation could not honour */
@@ -39,6 +51,8 @@ export class ControlServer {
   private l7: L7Config = { routing: { tables: {}, destinations: {} }, policies: [] };
   private readonly lastGoodL7 = new Map<string, KubeObject>();
   private server: grpc.Server | null = null;
+  /** what each node's ztunnel last reported (connections, certificates, denies) */
+  readonly reports = new NodeReports();
 
   constructor(
     private readonly ca: CertificateAuthority,
@@ -85,6 +99,18 @@ export class ControlServer {
     return { version: this.version, snapshot: this.snapshot };
   }
 
+  /** The CA's trust domain (workload identities are spiffe://<it>/ns/…/sa/…). */
+  get trustDomain(): string {
+    return this.ca.trustDomain;
+  }
+
+  /** Nodes whose ztunnel holds a config stream now, with the address it connected from. */
+  connectedNodes(): { node: string; ip: string | null }[] {
+    const out = new Map<string, string | null>();
+    for (const s of this.subscribers) out.set(s.node, s.ip);
+    return [...out].map(([node, ip]) => ({ node, ip })).sort((a, b) => a.node.localeCompare(b.node));
+  }
+
   /** Starts serving on host:port with TLS (certificate issued by the mesh CA). Returns the bound port. */
   async listen(address: string, creds: grpc.ServerCredentials): Promise<number> {
     const server = new grpc.Server({ 'grpc.max_receive_message_length': 1024 * 1024 });
@@ -92,6 +118,7 @@ export class ControlServer {
       watch: (call: grpc.ServerWritableStream<WatchRequest, MeshUpdate>) => void this.watch(call),
       watchWaypoint: (call: grpc.ServerWritableStream<WaypointWatchRequest, WaypointUpdate>) => void this.watchWaypoint(call),
       sign: (call: grpc.ServerUnaryCall<SignRequest, SignResponse>, cb: grpc.sendUnaryData<SignResponse>) => void this.sign(call, cb),
+      report: (call: grpc.ServerUnaryCall<NodeReport, ReportResponse>, cb: grpc.sendUnaryData<ReportResponse>) => void this.report(call, cb),
     });
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(address, creds, (err, p) => (err ? reject(err) : resolve(p))),
@@ -117,6 +144,7 @@ export class ControlServer {
       watch: { ...controlService.watch, requestDeserialize: logged('Watch', controlService.watch.requestDeserialize) },
       watchWaypoint: { ...controlService.watchWaypoint, requestDeserialize: logged('WatchWaypoint', controlService.watchWaypoint.requestDeserialize) },
       sign: { ...controlService.sign, requestDeserialize: logged('Sign', controlService.sign.requestDeserialize) },
+      report: { ...controlService.report, requestDeserialize: logged('Report', controlService.report.requestDeserialize) },
     };
   }
 
@@ -135,7 +163,7 @@ export class ControlServer {
       call.emit('error', Object.assign(new Error(`token is for node ${node}, not ${call.request.node}`), { code: grpc.status.PERMISSION_DENIED }));
       return;
     }
-    const sub: Subscriber = { node, call };
+    const sub: Subscriber = { node, ip: peerIp(call.getPeer()), call };
     this.subscribers.add(sub);
     this.log.info({ node, peer: call.getPeer() }, 'ztunnel connected');
     call.write(snapshotUpdate(this.snapshot, this.version));
@@ -230,6 +258,24 @@ export class ControlServer {
     } catch (err) {
       fail(grpc.status.INVALID_ARGUMENT, (err as Error).message);
     }
+  }
+
+  /** A ztunnel's report for the dashboard: kept only from the node its token names. */
+  private async report(call: grpc.ServerUnaryCall<NodeReport, ReportResponse>, cb: grpc.sendUnaryData<ReportResponse>): Promise<void> {
+    let node: string;
+    try {
+      node = await this.auth.authenticate(call.metadata);
+    } catch (err) {
+      this.log.warn({ node: call.request.node, peer: call.getPeer(), reason: (err as Error).message }, 'node report refused');
+      return cb({ code: grpc.status.UNAUTHENTICATED, details: (err as Error).message });
+    }
+    if (call.request.node !== node) {
+      this.log.warn({ node: call.request.node, peer: call.getPeer(), reason: `token is for node ${node}` }, 'node report refused');
+      return cb({ code: grpc.status.PERMISSION_DENIED, details: `token is for node ${node}, not ${call.request.node}` });
+    }
+    const now = Date.now();
+    this.reports.put(call.request, now);
+    cb(null, { nextReportMs: this.reports.nextReportMs(now) });
   }
 
   async close(): Promise<void> {

@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { EventEmitter } from 'node:events';
-import { ControlClient, channelOptions, type SignResponse } from '../shared/control/protocol.js';
+import { ControlClient, channelOptions, type NodeReport, type ReportResponse, type SignResponse } from '../shared/control/protocol.js';
 import type { MeshUpdate } from '../shared/model/types.js';
 import type { Logger } from '../shared/telemetry/log.js';
 
@@ -67,6 +67,16 @@ export class ControlLink<U = MeshUpdate> extends EventEmitter<{ update: [U]; con
     return new Promise((resolve, reject) => {
       this.client.sign({ identity, csrPem }, this.metadata(), { deadline: Date.now() + timeoutMs }, (err: grpc.ServiceError | null, res: SignResponse) => {
         if (err) reject(new Error(`certificate for ${identity}: ${err.details || err.message}`));
+        else resolve(res);
+      });
+    });
+  }
+
+  /** Sends this node's report for the dashboard; rejects with the gRPC status code in `code`. */
+  report(report: NodeReport, timeoutMs = 5_000): Promise<ReportResponse> {
+    return new Promise((resolve, reject) => {
+      this.client.report(report, this.metadata(), { deadline: Date.now() + timeoutMs }, (err: grpc.ServiceError | null, res: ReportResponse) => {
+        if (err) reject(Object.assign(new Error(`node report: ${err.details || err.message}`), { code: err.code }));
         else resolve(res);
       });
     });

@@ -15,6 +15,7 @@ import { adminServer, metricsServer, readinessServer } from './admin.js';
 import type { ProxyContext } from './context.js';
 import { recheckOpenConnections } from './inbound.js';
 import { listen } from '../shared/net/listen.js';
+import { NodeReporter, nodeReport } from './report.js';
 
 const program = new Command()
   .name('ztunnel')
@@ -60,6 +61,12 @@ async function main(): Promise<void> {
     configured = true;
   });
   link.start();
+  const reporter = new NodeReporter(
+    () => nodeReport(o.node, ctx.tracker.open.values(), ctx.certs.list(), ctx.tracker.denies, Date.now()),
+    (r) => link.report(r),
+    log,
+  );
+  reporter.start();
   const pods = new PodProxies(ctx);
   const sources = { ctx, pods, node: o.node, ready: () => configured, log };
   const servers = [adminServer(sources), metricsServer(sources), readinessServer(sources)];
@@ -76,6 +83,7 @@ async function main(): Promise<void> {
     stopping = true;
     log.info('draining');
     agent.close();
+    reporter.stop();
     link.stop();
     ctx.pool.close();
     void pods.close().then(() => {

@@ -10,7 +10,7 @@ import { CertificateAuthority } from '../../shared/identity/ca.js';
 import { checkRedirectTools } from '../../shared/redirect/apply.js';
 import { cniAdd, cniDel, type Attachment, type CniResult, type RuntimeOptions } from '../../shared/cni/runtime.js';
 import { httpInNetns } from '../../shared/netns/http.js';
-import { CONTROL_ADDRESS, CONTROL_PORT, hostsFile, planMesh, type MeshPlan, type NodePlan, type PodPlan } from './topology.js';
+import { CONTROL_ADDRESS, CONTROL_PORT, DASHBOARD_PORT, hostsFile, planMesh, type MeshPlan, type NodePlan, type PodPlan } from './topology.js';
 import { ensureWaypointTokens, ownedBy, reconcileWaypoints } from './waypoints.js';
 import { isWaypointGateway } from '../../shared/config/waypoint-binding.js';
 import { ConfigError } from '../../shared/config/objects.js';
@@ -235,6 +235,7 @@ async function startControl(state: LocalState, plan: MeshPlan, o: UpOptions): Pr
     '--ca-key', join(state.dir, 'ca', 'root-key.pem'),
     '--node-tokens', join(state.dir, 'ca', 'node-tokens.json'),
     '--listen', `${plan.fabric.ip}:${CONTROL_PORT}`,
+    '--dashboard', `127.0.0.1:${DASHBOARD_PORT}`,
     '--ip', plan.fabric.ip,
     '--cert-ttl', String(o.certTtlSeconds ?? 86400),
   ];
