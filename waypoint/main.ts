@@ -24,7 +24,7 @@ import { formatAddress } from '../shared/model/types.js';
 import { Identity, DEFAULT_TRUST_DOMAIN } from '../shared/identity/spiffe.js';
 import { hostPort, listen } from '../shared/net/listen.js';
 import type { WaypointUpdate } from '../shared/control/protocol.js';
-import { ControlLink } from '../ztunnel/control-client.js';
+import { ControlLink, TokenFile } from '../ztunnel/control-client.js';
 import { CertificateStore } from '../ztunnel/certificates.js';
 import { ServiceDirectory, type Endpoint, type WaypointConfig } from './config.js';
 import { WaypointEngine, type RequestContext } from './engine.js';
@@ -74,13 +74,12 @@ async function main(): Promise<void> {
   const r = required(o);
   const roots = o.caRoot ? await readFile(o.caRoot, 'utf8') : env.AMBIT_ROOT_CERT;
   if (!roots) throw new Error('missing --ca-root (or $AMBIT_ROOT_CERT): the mesh roots, to verify the control plane');
-  const token = (await readFile(r.tokenFile, 'utf8')).trim();
-  if (!token) throw new Error(`${r.tokenFile} is empty`);
   const key = `${r.namespace}/${r.name}`;
   const log = createLogger('waypoint', o.logLevel).child({ waypoint: key });
   const identity = new Identity(o.trustDomain, r.namespace, o.serviceAccount || r.name).toString();
 
-  const link = new ControlLink<WaypointUpdate>(r.control, roots, key, token, log);
+  // read for every call: in a cluster the kubelet rotates this projected token
+  const link = new ControlLink<WaypointUpdate>(r.control, roots, key, new TokenFile(r.tokenFile), log);
   link.stream = { method: 'watchWaypoint', request: { namespace: r.namespace, name: r.name } };
   const certs = new CertificateStore((id, csr) => link.sign(id, csr), log);
   certs.retain(identity);

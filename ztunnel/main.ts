@@ -5,7 +5,7 @@ import { createLogger } from '../shared/telemetry/log.js';
 import { WorkloadIndex } from '../shared/model/index.js';
 import { ConnectionPool } from '../shared/hbone/pool.js';
 import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/spiffe.js';
-import { ControlLink } from './control-client.js';
+import { ControlLink, TokenFile } from './control-client.js';
 import { CertificateStore } from './certificates.js';
 import { ConnectionTracker } from './connections.js';
 import { ZtunnelMetrics } from './metrics.js';
@@ -37,8 +37,8 @@ async function main(): Promise<void> {
   }>();
   const log = createLogger('ztunnel', o.logLevel).child({ node: o.node });
   const roots = await readFile(o.caRoot, 'utf8');
-  const token = (await readFile(o.tokenFile, 'utf8')).trim();
-  const link = new ControlLink(o.control, roots, o.node, token, log);
+  // read for every call, not once: in a cluster the kubelet rotates this projected token
+  const link = new ControlLink(o.control, roots, o.node, new TokenFile(o.tokenFile), log);
   const metrics = new ZtunnelMetrics();
   const ctx: ProxyContext = {
     index: new WorkloadIndex(),

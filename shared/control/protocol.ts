@@ -100,6 +100,19 @@ function serialize(value: unknown): Buffer {
   return packr.pack(value);
 }
 
+/**
+ * Mesh updates, serialized once each: the control plane writes the same delta to every ztunnel
+ * and the same snapshot to every ztunnel that connects at that version. (grpc-js copies the
+ * bytes into each stream's frame, so sharing them is safe.)
+ */
+const packedUpdates = new WeakMap<object, Buffer>();
+
+function serializeUpdate(value: MeshUpdate): Buffer {
+  let b = packedUpdates.get(value);
+  if (!b) packedUpdates.set(value, (b = packr.pack(value)));
+  return b;
+}
+
 function deserializer<T>(check: (v: unknown) => v is T, what: string): (b: Buffer) => T {
   return (b: Buffer) => {
     let v: unknown;
@@ -205,7 +218,7 @@ export const controlService = {
     responseStream: true,
     requestSerialize: serialize,
     requestDeserialize: deserializer(isWatchRequest, 'watch request'),
-    responseSerialize: serialize,
+    responseSerialize: serializeUpdate,
     responseDeserialize: deserializer(isMeshUpdate, 'mesh update'),
   },
   watchWaypoint: {
