@@ -5,6 +5,7 @@ import { explainCommand } from './explain.js';
 import { ztunnelConfigCommand } from './ztunnel-config.js';
 import { checkCommand } from './check.js';
 import { waypointCommand } from './waypoint.js';
+import { dashboardCommand } from './dashboard.js';
 
 const program = new Command().name('ambit').description('ambit: an ambient service mesh (ztunnel, waypoints, CNI) in TypeScript').version('0.1.0');
 program.addCommand(localCommand());
@@ -12,6 +13,7 @@ program.addCommand(explainCommand());
 program.addCommand(ztunnelConfigCommand());
 program.addCommand(checkCommand());
 program.addCommand(waypointCommand());
+program.addCommand(dashboardCommand());
 
 program.parseAsync().catch((err: Error) => {
   // one clear sentence, never a stack trace

@@ -27,7 +27,13 @@ interface Common {
   kubeconfig?: string;
   context?: string;
   requestTimeout: string;
+  /** a local mesh (`ambit local up`) instead of a cluster */
+  mesh?: string;
+  stateDir?: string;
 }
+
+/** What the waypoint commands need of where waypoints live: a cluster, or a local mesh. */
+type Target = Pick<Cluster, 'namespace' | 'getNamespace' | 'labelNamespace' | 'getGateway' | 'listGateways' | 'deleteGateway' | 'applyGateway'>;
 
 /** A Go duration ("90s", "1m30s", "500ms") or a number of seconds, in milliseconds. */
 export function parseDuration(v: string): number {
@@ -228,7 +234,10 @@ function common<T extends object = object>(cmd: Command): Common & T {
   return out as unknown as Common & T;
 }
 
-async function clusterFor(o: Common): Promise<Cluster> {
+async function clusterFor(o: Common): Promise<Target> {
+  const { pickLocalMesh, LocalWaypointTarget } = await import('./local/waypoint-target.js');
+  const local = pickLocalMesh(o);
+  if (local) return new LocalWaypointTarget(local.root, local.name, o.namespace || 'default', (l) => process.stderr.write(`${l}\n`));
   const timeoutMs = parseDuration(o.requestTimeout);
   const [k8s, helpers] = await Promise.all([import('@kubernetes/client-node'), import('../shared/config/kube-client.js')]);
   const kc = helpers.loadKubeConfig({ kubeconfig: o.kubeconfig, context: o.context });
@@ -254,7 +263,9 @@ function withCommonOptions(cmd: Command): Command {
     .option('--name <name>', 'name of the waypoint', DEFAULT_NAME)
     .option('--kubeconfig <file>', 'kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)')
     .option('--context <name>', 'kubeconfig context to use')
-    .option('--request-timeout <duration>', 'give up on one API request after this long', '30s');
+    .option('--request-timeout <duration>', 'give up on one API request after this long', '30s')
+    .option('--mesh <name>', 'a local mesh (`ambit local up`) instead of a cluster; used by default when no kubeconfig exists and one local mesh is up')
+    .option('--state-dir <dir>', 'where local meshes keep their state (with --mesh)');
 }
 
 async function apply(cmd: Command, o: Common & { for?: string; revision?: string; enrollNamespace?: boolean; overwrite?: boolean; wait?: boolean; waypointTimeout: string }): Promise<void> {

@@ -12,6 +12,7 @@ import { ControlServer } from './server.js';
 import { TokenReviewAuthenticator } from './kube-auth.js';
 import { CA_SECRET_NAME, CA_SECRET_NAMESPACE, kubeCaSecretApi, loadOrCreateCa, publishRoots } from './ca-secret.js';
 import { WaypointController } from './waypoints.js';
+import { startDashboard } from './dashboard/start.js';
 
 export interface KubeControlOptions {
   kubeconfig?: string;
@@ -25,6 +26,8 @@ export interface KubeControlOptions {
   caSecret: string;
   waypointImage?: string;
   controlAddress?: string;
+  /** the dashboard's host:port, or "off" */
+  dashboard?: string;
 }
 
 function namespacedName(v: string, flag: string): { namespace: string; name: string } {
@@ -105,10 +108,11 @@ export async function runKubeControlPlane(o: KubeControlOptions, log: Logger): P
   );
   const port = await server.listen(o.listen, creds);
   log.info({ listen: o.listen, port, caSecret: `${CA_SECRET_NAMESPACE}/${CA_SECRET_NAME}` === o.caSecret ? undefined : o.caSecret }, 'control plane serving (Kubernetes)');
+  const dashboard = await startDashboard(o.dashboard ?? 'off', server, log);
   return async () => {
     if (publishTimer) clearTimeout(publishTimer);
     waypoints?.stop();
     source.stop();
-    await server.close();
+    await Promise.all([server.close(), dashboard?.close()]);
   };
 }

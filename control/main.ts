@@ -9,6 +9,7 @@ import { ControlServer } from './server.js';
 import { FileSource } from '../shared/config/file-source.js';
 import { TokenFileAuthenticator } from './auth.js';
 import { runKubeControlPlane } from './kube-mode.js';
+import { parseDashboardAddress, startDashboard } from './dashboard/start.js';
 
 const program = new Command()
   .name('ambit-control')
@@ -27,13 +28,15 @@ const program = new Command()
   .option('--waypoint-image <image>', 'kube: image for waypoint Deployments, or "self" for this pod\'s own (without it, waypoint Gateways are not deployed)')
   .option('--waypoint-control-address <host:port>', 'kube: control plane address waypoints dial')
   .option('--listen <host:port>', 'gRPC listen address', '0.0.0.0:15012')
+  .option('--dashboard <host:port|off>', 'the mesh dashboard (a web page); keep it on localhost', '127.0.0.1:15014')
   .option('--ip <ip...>', 'IP addresses to put in the serving certificate', [])
   .option('--cert-ttl <seconds>', 'workload certificate lifetime', '86400')
   .option('--log-level <level>', 'log level', process.env.AMBIT_LOG_LEVEL ?? 'info');
 
 async function main(): Promise<void> {
-  const opts = program.parse().opts<KubeFlags & { config: string; caCert: string; caKey: string; nodeTokens: string; listen: string; ip: string[]; certTtl: string; logLevel: string }>();
+  const opts = program.parse().opts<KubeFlags & { config: string; caCert: string; caKey: string; nodeTokens: string; listen: string; dashboard: string; ip: string[]; certTtl: string; logLevel: string }>();
   const log = createLogger('control', opts.logLevel);
+  parseDashboardAddress(opts.dashboard); // a bad flag stops here, before anything listens
   if (opts.source === 'kube') return startKube(opts, log);
   if (opts.source !== 'file') program.error(`error: --source must be file or kube, got "${opts.source}"`);
   for (const [key, flag] of [['config', '--config <path>'], ['caCert', '--ca-cert <file>'], ['caKey', '--ca-key <file>'], ['nodeTokens', '--node-tokens <file>']] as const) {
@@ -55,9 +58,10 @@ async function main(): Promise<void> {
   );
   const port = await server.listen(opts.listen, creds);
   log.info({ listen: opts.listen, port }, 'control plane serving');
+  const dashboard = await startDashboard(opts.dashboard, server, log);
   const stop = (): void => {
     source.stop();
-    void server.close().then(() => process.exit(0));
+    void Promise.all([server.close(), dashboard?.close()]).then(() => process.exit(0));
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
@@ -65,6 +69,7 @@ async function main(): Promise<void> {
 
 interface KubeFlags {
   source: string;
+  dashboard: string;
   kubeconfig?: string;
   context?: string;
   trustDomain?: string;
@@ -79,7 +84,7 @@ interface KubeFlags {
 async function startKube(opts: KubeFlags & { listen: string; ip: string[]; certTtl: string }, log: ReturnType<typeof createLogger>): Promise<void> {
   const ttl = Number(opts.certTtl);
   if (!Number.isInteger(ttl) || ttl < 10) throw new Error(`--cert-ttl must be a whole number of seconds ≥ 10, got ${opts.certTtl}`);
-  const stopKube = await runKubeControlPlane({ ...opts, certTtlSeconds: ttl, controlAddress: opts.waypointControlAddress }, log);
+  const stopKube = await runKubeControlPlane({ ...opts, certTtlSeconds: ttl, controlAddress: opts.waypointControlAddress, dashboard: opts.dashboard }, log);
   const stop = (): void => void stopKube().then(() => process.exit(0));
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

@@ -1,20 +1,42 @@
 import * as grpc from '@grpc/grpc-js';
-import { controlService, type SignRequest, type SignResponse, type WatchRequest } from '../shared/control/protocol.js';
+import { controlService, type NodeReport, type ReportResponse, type SignRequest, type SignResponse, type WatchRequest, type WaypointUpdate, type WaypointWatchRequest } from '../shared/control/protocol.js';
 import { diffSnapshots, snapshotUpdate } from '../shared/control/delta.js';
 import type { MeshSnapshot, MeshUpdate } from '../shared/model/types.js';
 import { podInfo, translate, type PolicyProblem } from '../shared/config/translate.js';
 import type { KubeObject } from '../shared/config/objects.js';
 import { Identity } from '../shared/identity/spiffe.js';
 import type { CertificateAuthority } from '../shared/identity/ca.js';
-import type { NodeAuthenticator } from './auth.js';
+import type { NodeAuthenticator, WaypointCaller } from './auth.js';
+import { buildL7Config, waypointConfig, type L7Config } from './waypoint-config.js';
+import { GATEWAY_NAME_LABEL } from '../shared/config/waypoint-names.js';
 import type { Logger } from '../shared/telemetry/log.js';
+import { NodeReports } from './node-reports.js';
 
 interface Subscriber {
   node: string;
+  /** the address the ztunnel connected from (its metrics listen there) */
+  ip: string | null;
   call: grpc.ServerWritableStream<WatchRequest, MeshUpdate>;
 }
 
-/** Serves the mesh to ztunnels (snapshot, then deltas) and signs their workload certificates. */
+interface WaypointSubscriber {
+  /** namespace/name of the waypoint's Gateway */
+  key: string;
+  call: grpc.ServerWritableStream<WaypointWatchRequest, WaypointUpdate>;
+  /** what it was last sent, to send only changes */
+  sent: string;
+}
+
+/** The IP of a gRPC peer ("1.2.3.4:5678", "::ffff:1.2.3.4:5678", "::1:5678"), or null. */
+export function peerIp(peer: string): string | null {
+  const i = peer.lastIndexOf(':');
+  if (i <= 0) return null;
+  const ip = peer.slice(0, i).replace(/^\[|\]$/g, '');
+  const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  return v4 ? v4[1]! : ip;
+}
+
+/** Serves the mesh to ztunnels (snapshot, then deltas) and waypoints (their config), signs workload certificates and keeps ztunnels' reports. */
 export class ControlServer {
   private snapshot: MeshSnapshot = { workloads: [], services: [] };
   /** what the last translation could not honour */
@@ -23,7 +45,14 @@ export class ControlServer {
   private entitlements = new Set<string>();
   private version = 0;
   private readonly subscribers = new Set<Subscriber>();
+  private readonly waypointSubscribers = new Set<WaypointSubscriber>();
+  /** `namespace|serviceAccount|gateway` of every scheduled waypoint pod */
+  private waypointPods = new Set<string>();
+  private l7: L7Config = { routing: { tables: {}, destinations: {} }, policies: [] };
+  private readonly lastGoodL7 = new Map<string, KubeObject>();
   private server: grpc.Server | null = null;
+  /** what each node's ztunnel last reported (connections, certificates, denies) */
+  readonly reports = new NodeReports();
 
   constructor(
     private readonly ca: CertificateAuthority,
@@ -42,6 +71,11 @@ export class ControlServer {
       this.log.error({ err: (err as Error).message }, 'config rejected; keeping the last good config');
       return;
     }
+    try {
+      this.l7 = buildL7Config(objects, next, this.lastGoodL7, problems);
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'routes rejected; waypoints keep the last good routes');
+    }
     const seen = new Set(this.problems.map((p) => `${p.object}|${p.message}`));
     for (const p of problems) {
       if (seen.has(`${p.object}|${p.message}`)) continue;
@@ -53,6 +87,8 @@ export class ControlServer {
     const update = diffSnapshots(this.snapshot, next, this.version + 1);
     this.snapshot = next;
     this.entitlements = scheduledIdentities(objects);
+    this.waypointPods = scheduledWaypoints(objects);
+    for (const w of this.waypointSubscribers) this.sendWaypoint(w);
     if (!update) return;
     this.version = update.version;
     this.log.info({ version: this.version, workloads: next.workloads.length, services: next.services.length }, 'config changed');
@@ -63,12 +99,26 @@ export class ControlServer {
     return { version: this.version, snapshot: this.snapshot };
   }
 
+  /** The CA's trust domain (workload identities are spiffe://<it>/ns/…/sa/…). */
+  get trustDomain(): string {
+    return this.ca.trustDomain;
+  }
+
+  /** Nodes whose ztunnel holds a config stream now, with the address it connected from. */
+  connectedNodes(): { node: string; ip: string | null }[] {
+    const out = new Map<string, string | null>();
+    for (const s of this.subscribers) out.set(s.node, s.ip);
+    return [...out].map(([node, ip]) => ({ node, ip })).sort((a, b) => a.node.localeCompare(b.node));
+  }
+
   /** Starts serving on host:port with TLS (certificate issued by the mesh CA). Returns the bound port. */
   async listen(address: string, creds: grpc.ServerCredentials): Promise<number> {
     const server = new grpc.Server({ 'grpc.max_receive_message_length': 1024 * 1024 });
     server.addService(this.refusingService(), {
       watch: (call: grpc.ServerWritableStream<WatchRequest, MeshUpdate>) => void this.watch(call),
+      watchWaypoint: (call: grpc.ServerWritableStream<WaypointWatchRequest, WaypointUpdate>) => void this.watchWaypoint(call),
       sign: (call: grpc.ServerUnaryCall<SignRequest, SignResponse>, cb: grpc.sendUnaryData<SignResponse>) => void this.sign(call, cb),
+      report: (call: grpc.ServerUnaryCall<NodeReport, ReportResponse>, cb: grpc.sendUnaryData<ReportResponse>) => void this.report(call, cb),
     });
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(address, creds, (err, p) => (err ? reject(err) : resolve(p))),
@@ -92,7 +142,9 @@ export class ControlServer {
     };
     return {
       watch: { ...controlService.watch, requestDeserialize: logged('Watch', controlService.watch.requestDeserialize) },
+      watchWaypoint: { ...controlService.watchWaypoint, requestDeserialize: logged('WatchWaypoint', controlService.watchWaypoint.requestDeserialize) },
       sign: { ...controlService.sign, requestDeserialize: logged('Sign', controlService.sign.requestDeserialize) },
+      report: { ...controlService.report, requestDeserialize: logged('Report', controlService.report.requestDeserialize) },
     };
   }
 
@@ -111,7 +163,7 @@ export class ControlServer {
       call.emit('error', Object.assign(new Error(`token is for node ${node}, not ${call.request.node}`), { code: grpc.status.PERMISSION_DENIED }));
       return;
     }
-    const sub: Subscriber = { node, call };
+    const sub: Subscriber = { node, ip: peerIp(call.getPeer()), call };
     this.subscribers.add(sub);
     this.log.info({ node, peer: call.getPeer() }, 'ztunnel connected');
     call.write(snapshotUpdate(this.snapshot, this.version));
@@ -123,16 +175,69 @@ export class ControlServer {
     call.on('error', done);
   }
 
+  /** The config of the waypoint a subscriber runs, sent when it differs from what it has. */
+  private sendWaypoint(w: WaypointSubscriber): void {
+    const [namespace, name] = w.key.split('/') as [string, string];
+    const config = waypointConfig({ namespace, name }, this.snapshot, this.l7, this.ca.trustDomain);
+    const text = JSON.stringify(config);
+    if (text === w.sent) return;
+    w.sent = text;
+    w.call.write({ version: this.version, config });
+  }
+
+  /** Authenticates a waypoint's call, or answers it with the refusal and returns null. */
+  private async waypointCaller(metadata: grpc.Metadata, peer: string, what: string, refuse: (code: grpc.status, message: string) => void): Promise<WaypointCaller | null> {
+    if (!this.auth.authenticateWaypoint) {
+      refuse(grpc.status.UNIMPLEMENTED, 'this control plane does not authenticate waypoints');
+      return null;
+    }
+    try {
+      return await this.auth.authenticateWaypoint(metadata);
+    } catch (err) {
+      this.log.warn({ peer, reason: (err as Error).message }, `${what} refused`);
+      refuse(grpc.status.UNAUTHENTICATED, (err as Error).message);
+      return null;
+    }
+  }
+
+  private async watchWaypoint(call: grpc.ServerWritableStream<WaypointWatchRequest, WaypointUpdate>): Promise<void> {
+    const { namespace, name } = call.request;
+    const refuse = (code: grpc.status, message: string): void => void call.emit('error', Object.assign(new Error(message), { code }));
+    const caller = await this.waypointCaller(call.metadata, call.getPeer(), 'waypoint config stream', refuse);
+    if (!caller) return;
+    if (caller.namespace !== namespace || !this.waypointPods.has(`${namespace}|${caller.serviceAccount}|${name}`)) {
+      const message = `service account ${caller.namespace}/${caller.serviceAccount} runs no pod of waypoint ${namespace}/${name}`;
+      this.log.warn({ waypoint: `${namespace}/${name}`, peer: call.getPeer(), reason: message }, 'waypoint config stream refused');
+      return refuse(grpc.status.PERMISSION_DENIED, message);
+    }
+    const sub: WaypointSubscriber = { key: `${namespace}/${name}`, call, sent: '' };
+    this.waypointSubscribers.add(sub);
+    this.log.info({ waypoint: sub.key, peer: call.getPeer() }, 'waypoint connected');
+    this.sendWaypoint(sub);
+    const done = (): void => {
+      if (this.waypointSubscribers.delete(sub)) this.log.info({ waypoint: sub.key }, 'waypoint disconnected');
+    };
+    call.on('cancelled', done);
+    call.on('close', done);
+    call.on('error', done);
+  }
+
   private async sign(call: grpc.ServerUnaryCall<SignRequest, SignResponse>, cb: grpc.sendUnaryData<SignResponse>): Promise<void> {
     const fail = (code: grpc.status, message: string): void => {
       this.log.warn({ identity: call.request.identity, peer: call.getPeer(), reason: message }, 'certificate request refused');
       cb({ code, details: message });
     };
-    let node: string;
+    let node: string | null = null;
+    let waypoint: WaypointCaller | null = null;
     try {
       node = await this.auth.authenticate(call.metadata);
     } catch (err) {
-      return fail(grpc.status.UNAUTHENTICATED, (err as Error).message);
+      if (!this.auth.authenticateWaypoint) return fail(grpc.status.UNAUTHENTICATED, (err as Error).message);
+      try {
+        waypoint = await this.auth.authenticateWaypoint(call.metadata);
+      } catch {
+        return fail(grpc.status.UNAUTHENTICATED, (err as Error).message);
+      }
     }
     let id: Identity;
     try {
@@ -141,19 +246,43 @@ export class ControlServer {
       return fail(grpc.status.INVALID_ARGUMENT, (err as Error).message);
     }
     if (id.trustDomain !== this.ca.trustDomain) return fail(grpc.status.PERMISSION_DENIED, `identity ${id} is not in trust domain ${this.ca.trustDomain}`);
-    if (!this.entitlements.has(`${node}|${id.namespace}|${id.serviceAccount}`)) return fail(grpc.status.PERMISSION_DENIED, `no pod with service account ${id.namespace}/${id.serviceAccount} runs on node ${node}`);
+    if (waypoint) {
+      // a waypoint gets only its own identity, and only while a waypoint pod runs as it
+      if (id.namespace !== waypoint.namespace || id.serviceAccount !== waypoint.serviceAccount) return fail(grpc.status.PERMISSION_DENIED, `a waypoint running as ${waypoint.namespace}/${waypoint.serviceAccount} cannot get a certificate for ${id}`);
+      if (![...this.waypointPods].some((k) => k.startsWith(`${id.namespace}|${id.serviceAccount}|`))) return fail(grpc.status.PERMISSION_DENIED, `no waypoint pod runs as service account ${id.namespace}/${id.serviceAccount}`);
+    } else if (!this.entitlements.has(`${node}|${id.namespace}|${id.serviceAccount}`)) return fail(grpc.status.PERMISSION_DENIED, `no pod with service account ${id.namespace}/${id.serviceAccount} runs on node ${node}`);
     try {
       const issued = await this.ca.signCsr(call.request.csrPem, id, { ttlSeconds: this.certTtlSeconds });
-      this.log.info({ identity: id.toString(), node, serial: issued.serial, notAfter: issued.notAfter.toISOString() }, 'certificate issued');
+      this.log.info({ identity: id.toString(), ...(waypoint ? { waypoint: `${waypoint.namespace}/${waypoint.serviceAccount}` } : { node }), serial: issued.serial, notAfter: issued.notAfter.toISOString() }, 'certificate issued');
       cb(null, { certPem: issued.certPem, chainPem: issued.chainPem, rootsPem: issued.rootsPem });
     } catch (err) {
       fail(grpc.status.INVALID_ARGUMENT, (err as Error).message);
     }
   }
 
+  /** A ztunnel's report for the dashboard: kept only from the node its token names. */
+  private async report(call: grpc.ServerUnaryCall<NodeReport, ReportResponse>, cb: grpc.sendUnaryData<ReportResponse>): Promise<void> {
+    let node: string;
+    try {
+      node = await this.auth.authenticate(call.metadata);
+    } catch (err) {
+      this.log.warn({ node: call.request.node, peer: call.getPeer(), reason: (err as Error).message }, 'node report refused');
+      return cb({ code: grpc.status.UNAUTHENTICATED, details: (err as Error).message });
+    }
+    if (call.request.node !== node) {
+      this.log.warn({ node: call.request.node, peer: call.getPeer(), reason: `token is for node ${node}` }, 'node report refused');
+      return cb({ code: grpc.status.PERMISSION_DENIED, details: `token is for node ${node}, not ${call.request.node}` });
+    }
+    const now = Date.now();
+    this.reports.put(call.request, now);
+    cb(null, { nextReportMs: this.reports.nextReportMs(now) });
+  }
+
   async close(): Promise<void> {
     for (const s of this.subscribers) s.call.end();
     this.subscribers.clear();
+    for (const s of this.waypointSubscribers) s.call.end();
+    this.waypointSubscribers.clear();
     const server = this.server;
     if (!server) return;
     await new Promise<void>((resolve) => {
@@ -177,6 +306,19 @@ export function scheduledIdentities(objects: KubeObject[]): Set<string> {
     const p = podInfo(o);
     if (!p.nodeName || p.hostNetwork || p.phase === 'Succeeded' || p.phase === 'Failed') continue;
     out.add(`${p.nodeName}|${p.namespace}|${p.serviceAccount}`);
+  }
+  return out;
+}
+
+/** `namespace|serviceAccount|gateway` of every waypoint pod scheduled and not finished. */
+export function scheduledWaypoints(objects: KubeObject[]): Set<string> {
+  const out = new Set<string>();
+  for (const o of objects) {
+    if (o.kind !== 'Pod') continue;
+    const p = podInfo(o);
+    const gw = p.labels[GATEWAY_NAME_LABEL];
+    if (gw === undefined || !p.nodeName || p.phase === 'Succeeded' || p.phase === 'Failed') continue;
+    out.add(`${p.namespace}|${p.serviceAccount}|${gw}`);
   }
   return out;
 }

@@ -13,11 +13,14 @@ import { CONTROL_SERVER_NAME } from '../shared/control/protocol.js';
 import type { Logger } from '../shared/telemetry/log.js';
 
 import { GATEWAY_API, GATEWAY_NAME_LABEL, MESH_LISTENER, WAYPOINT_CLASS, WAYPOINT_FOR_LABEL } from '../shared/config/waypoint-names.js';
+import { listenerProblem } from '../shared/config/waypoint-binding.js';
+
+export { listenerProblem };
 
 export { GATEWAY_API, GATEWAY_NAME_LABEL, MESH_LISTENER, WAYPOINT_CLASS, WAYPOINT_FOR_LABEL };
-/** Marks what this controller made (Istio marks its own with the same key). */
-export const MANAGED_LABEL = 'gateway.istio.io/managed';
-export const MANAGED_VALUE = 'ambit-waypoint-controller';
+import { MANAGED_LABEL, MANAGED_VALUE } from '../shared/config/waypoint-names.js';
+
+export { MANAGED_LABEL, MANAGED_VALUE };
 export const FIELD_MANAGER = 'ambit';
 export const TOKEN_PATH = '/var/run/secrets/tokens/ambit-token';
 
@@ -43,22 +46,6 @@ function isObj(v: unknown): v is Json {
 function stringMap(v: unknown): Record<string, string> {
   if (!isObj(v)) return {};
   return Object.fromEntries(Object.entries(v).filter((e): e is [string, string] => typeof e[1] === 'string'));
-}
-
-/** Why a Gateway cannot be a waypoint, or null when its listeners are right. */
-export function listenerProblem(gateway: KubeObject): string | null {
-  const listeners = (gateway.spec ?? {}).listeners;
-  const want = `{name: ${MESH_LISTENER.name}, port: ${MESH_LISTENER.port}, protocol: ${MESH_LISTENER.protocol}}`;
-  if (!Array.isArray(listeners) || listeners.length === 0) return `a waypoint needs the listener ${want}; the Gateway has no listeners`;
-  const mesh = listeners.find((l) => isObj(l) && l.name === MESH_LISTENER.name);
-  if (!isObj(mesh)) {
-    const names = listeners.map((l) => (isObj(l) ? String(l.name) : '?')).join(', ');
-    return `a waypoint needs the listener ${want}; the Gateway has ${names}`;
-  }
-  const bad: string[] = [];
-  if (mesh.port !== MESH_LISTENER.port) bad.push(`port ${String(mesh.port)} (must be ${MESH_LISTENER.port})`);
-  if (mesh.protocol !== MESH_LISTENER.protocol) bad.push(`protocol ${String(mesh.protocol)} (must be ${MESH_LISTENER.protocol})`);
-  return bad.length > 0 ? `listener "${MESH_LISTENER.name}" has ${bad.join(' and ')}` : null;
 }
 
 function ownerReference(gw: KubeObject): Json {

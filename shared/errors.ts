@@ -9,6 +9,7 @@ export type ErrorFlag =
   | 'CONNECT' // the app or the next hop refused or was unreachable
   | 'TLS_FAILURE' // handshake or peer identity check failed
   | 'NO_ROUTE' // nothing known at the destination address
+  | 'NO_WAYPOINT' // the destination's waypoint is missing, wrongly labelled or not ready (fail closed)
   | 'LOOP' // a connection back into ztunnel's own ports
   | 'UPSTREAM_RESET' // the far side reset the stream
   | 'TIMEOUT';
@@ -20,6 +21,7 @@ const STATUS: Record<ErrorFlag, number> = {
   CONNECT: 503,
   TLS_FAILURE: 503,
   NO_ROUTE: 503,
+  NO_WAYPOINT: 503,
   LOOP: 400,
   UPSTREAM_RESET: 503,
   TIMEOUT: 504,

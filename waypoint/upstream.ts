@@ -88,6 +88,11 @@ class EndpointAgent extends http.Agent {
     this.dial().then(
       (s) => {
         s.on('error', () => undefined); // reported through the request that uses it
+        // the server ended its side: the connection is done (a mesh stream stays half-open, so
+        // the agent would keep it and send the next request into a closed connection)
+        s.once('end', () => {
+          if (!s.writableEnded) s.end();
+        });
         callback?.(null, s);
       },
       (err: unknown) => callback?.(new AttemptError('connect-failure', `connect: ${(err as Error)?.message ?? String(err)}`, { cause: err }), undefined as unknown as Duplex),

@@ -1,12 +1,11 @@
 #!/usr/bin/env node
-import http from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { Command } from 'commander';
 import { createLogger } from '../shared/telemetry/log.js';
 import { WorkloadIndex } from '../shared/model/index.js';
 import { ConnectionPool } from '../shared/hbone/pool.js';
 import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/spiffe.js';
-import { ControlLink } from './control-client.js';
+import { ControlLink, TokenFile } from './control-client.js';
 import { CertificateStore } from './certificates.js';
 import { ConnectionTracker } from './connections.js';
 import { ZtunnelMetrics } from './metrics.js';
@@ -15,6 +14,8 @@ import { NodeAgentServer } from './inpod.js';
 import { adminServer, metricsServer, readinessServer } from './admin.js';
 import type { ProxyContext } from './context.js';
 import { recheckOpenConnections } from './inbound.js';
+import { listen } from '../shared/net/listen.js';
+import { NodeReporter, nodeReport } from './report.js';
 
 const program = new Command()
   .name('ztunnel')
@@ -30,29 +31,14 @@ const program = new Command()
   .option('--readiness <host:port>', 'readiness probe', '0.0.0.0:15021')
   .option('--log-level <level>', 'log level', process.env.AMBIT_LOG_LEVEL ?? 'info');
 
-function hostPort(v: string, flag: string): { host: string; port: number } {
-  const i = v.lastIndexOf(':');
-  const port = Number(v.slice(i + 1));
-  if (i <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`${flag} must be host:port, got "${v}"`);
-  return { host: v.slice(0, i).replace(/^\[|\]$/g, ''), port };
-}
-
-function listen(server: http.Server, v: string, flag: string): Promise<void> {
-  const { host, port } = hostPort(v, flag);
-  return new Promise((resolve, reject) => {
-    server.once('error', (err) => reject(new Error(`${flag} ${v}: ${err.message}`)));
-    server.listen(port, host, () => resolve());
-  });
-}
-
 async function main(): Promise<void> {
   const o = program.parse().opts<{
     node: string; control: string; caRoot: string; tokenFile: string; agentSocket: string; trustDomain: string; admin: string; metrics: string; readiness: string; logLevel: string;
   }>();
   const log = createLogger('ztunnel', o.logLevel).child({ node: o.node });
   const roots = await readFile(o.caRoot, 'utf8');
-  const token = (await readFile(o.tokenFile, 'utf8')).trim();
-  const link = new ControlLink(o.control, roots, o.node, token, log);
+  // read for every call, not once: in a cluster the kubelet rotates this projected token
+  const link = new ControlLink(o.control, roots, o.node, new TokenFile(o.tokenFile), log);
   const metrics = new ZtunnelMetrics();
   const ctx: ProxyContext = {
     index: new WorkloadIndex(),
@@ -75,6 +61,12 @@ async function main(): Promise<void> {
     configured = true;
   });
   link.start();
+  const reporter = new NodeReporter(
+    () => nodeReport(o.node, ctx.tracker.open.values(), ctx.certs.list(), ctx.tracker.denies, Date.now()),
+    (r) => link.report(r),
+    log,
+  );
+  reporter.start();
   const pods = new PodProxies(ctx);
   const sources = { ctx, pods, node: o.node, ready: () => configured, log };
   const servers = [adminServer(sources), metricsServer(sources), readinessServer(sources)];
@@ -91,6 +83,7 @@ async function main(): Promise<void> {
     stopping = true;
     log.info('draining');
     agent.close();
+    reporter.stop();
     link.stop();
     ctx.pool.close();
     void pods.close().then(() => {

@@ -9,12 +9,24 @@ import { HBONE_PORT } from '../shared/hbone/settings.js';
 import { pickEndpoint, readyEndpoints } from '../shared/model/endpoints.js';
 import { formatAddress, type Service, type SocketAddress, type Workload } from '../shared/model/types.js';
 import { Identity } from '../shared/identity/spiffe.js';
+import { waypointRefusal } from '../shared/config/waypoint-binding.js';
 import type { Peer } from './connections.js';
 import { ZTUNNEL_PORTS, type LocalPodInfo, type ProxyContext } from './context.js';
 
 /** Where an outbound connection goes, decided from the model (pure). */
 export type OutboundPlan =
-  | { kind: 'hbone'; workload: Workload; target: SocketAddress; service?: Service; identity: string }
+  | {
+      kind: 'hbone';
+      /** the workload the tunnel ends at: the destination pod, or a pod of its waypoint */
+      workload: Workload;
+      target: SocketAddress;
+      service?: Service;
+      identity: string;
+      /** the CONNECT `:authority`: `<podIP>:<targetPort>`, or through a waypoint the original `<VIP>:<port>` */
+      authority: string;
+      /** the waypoint (Gateway key) the connection passes */
+      waypoint?: string;
+    }
   | { kind: 'plain'; workload?: Workload; target: SocketAddress; service?: Service }
   | { kind: 'refuse'; error: MeshError; service?: Service };
 
@@ -27,6 +39,8 @@ export function planOutbound(ctx: Pick<ProxyContext, 'index' | 'cursors' | 'trus
   let workload: Workload;
   let port: number;
   let service: Service | undefined;
+  if (d.kind === 'service' && d.service.waypoint) return viaWaypoint(ctx, d.service.waypoint, 'service', dst, d.service);
+  if (d.kind === 'workload' && d.workload.waypoint && d.workload.protocol === 'HBONE') return viaWaypoint(ctx, d.workload.waypoint, 'workload', dst);
   if (d.kind === 'service') {
     service = d.service;
     const eps = readyEndpoints(d.service, d.port, (uid) => ctx.index.workload(uid));
@@ -47,7 +61,26 @@ export function planOutbound(ctx: Pick<ProxyContext, 'index' | 'cursors' | 'trus
   if (workload.protocol !== 'HBONE') return { kind: 'plain', workload, target, ...(service ? { service } : {}) };
   if (ZTUNNEL_PORTS.has(port)) return { kind: 'refuse', error: new MeshError('LOOP', `${formatAddress(target)} is a ztunnel port`), ...(service ? { service } : {}) };
   const identity = new Identity(ctx.trustDomain, workload.namespace, workload.serviceAccount).toString();
-  return { kind: 'hbone', workload, target, identity, ...(service ? { service } : {}) };
+  return { kind: 'hbone', workload, target, identity, authority: formatAddress(target), ...(service ? { service } : {}) };
+}
+
+/**
+ * Through a waypoint: HBONE to one of its ready pods, `:authority` the original destination.
+ * A missing or unready waypoint refuses the connection: never around it.
+ */
+function viaWaypoint(ctx: Pick<ProxyContext, 'index' | 'cursors' | 'trustDomain'>, key: string, kind: 'service' | 'workload', dst: SocketAddress, service?: Service): OutboundPlan {
+  const svc = service ? { service } : {};
+  const wp = ctx.index.waypoint(key);
+  const refusal = waypointRefusal(key, wp, kind);
+  const what = service ? `traffic to service ${service.hostname}:${dst.port}` : `traffic to pod ${formatAddress(dst)}`;
+  if (refusal) return { kind: 'refuse', error: new MeshError('NO_WAYPOINT', `${what} is refused: ${refusal}`), ...svc };
+  const pods = wp!.pods.map((uid) => ctx.index.workload(uid)).filter((w): w is Workload => w !== undefined && w.ready);
+  const cursor = ctx.cursors.get(`waypoint:${key}`) ?? 0;
+  ctx.cursors.set(`waypoint:${key}`, cursor + 1);
+  const pod = pods.length > 0 ? pods[cursor % pods.length]! : undefined;
+  if (!pod) return { kind: 'refuse', error: new MeshError('NO_WAYPOINT', `${what} is refused: waypoint ${key} has no ready pod`), ...svc };
+  const identity = new Identity(ctx.trustDomain, pod.namespace, pod.serviceAccount).toString();
+  return { kind: 'hbone', workload: pod, target: { ip: pod.ip, port: HBONE_PORT }, identity, authority: formatAddress(dst), waypoint: key, ...svc };
 }
 
 /** Loopback or unspecified: an address that means "this pod" whatever its IP. */
@@ -114,7 +147,7 @@ export async function handleOutbound(ctx: ProxyContext, pod: LocalPodInfo, clien
       source: pod.identity,
       expected: [plan.identity],
       target: { ip: plan.target.ip, port: HBONE_PORT },
-      authority: formatAddress(plan.target),
+      authority: plan.authority,
       headers,
       dial: (t) => pod.net.connect(t),
       material: () => ctx.certs.get(pod.identity),

@@ -8,9 +8,12 @@ import { readObjects, type KubeObject } from '../../shared/config/objects.js';
 import { wantsAmbient } from '../../cni/agent.js';
 import { CertificateAuthority } from '../../shared/identity/ca.js';
 import { checkRedirectTools } from '../../shared/redirect/apply.js';
-import { cniAdd, cniDel } from '../../shared/cni/runtime.js';
+import { cniAdd, cniDel, type Attachment, type CniResult, type RuntimeOptions } from '../../shared/cni/runtime.js';
 import { httpInNetns } from '../../shared/netns/http.js';
-import { CONTROL_PORT, hostsFile, planMesh, type MeshPlan, type NodePlan, type PodPlan } from './topology.js';
+import { CONTROL_ADDRESS, CONTROL_PORT, DASHBOARD_PORT, hostsFile, planMesh, type MeshPlan, type NodePlan, type PodPlan } from './topology.js';
+import { ensureWaypointTokens, ownedBy, reconcileWaypoints } from './waypoints.js';
+import { isWaypointGateway } from '../../shared/config/waypoint-binding.js';
+import { ConfigError } from '../../shared/config/objects.js';
 import { alive, deleteNetns, ipBatch, listNetns, run, spawnInNetns, stopGroup, waitFor } from './system.js';
 import type { UpProgress } from './progress.js';
 
@@ -54,6 +57,14 @@ const DIST = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ZTUNNEL_MAIN = join(DIST, 'ztunnel', 'main.js');
 const CONTROL_MAIN = join(DIST, 'control', 'main.js');
 const AGENT_MAIN = join(DIST, 'cni', 'main.js');
+const WAYPOINT_MAIN = join(DIST, 'waypoint', 'main.js');
+
+/** Adds the pods and Services that run waypoint Gateways (and drops those of Gateways gone). */
+function withWaypoints(objects: KubeObject[], dir: string): KubeObject[] {
+  const r = reconcileWaypoints(objects, { dir, controlAddress: CONTROL_ADDRESS, nodePath: process.execPath, waypointMain: WAYPOINT_MAIN });
+  if (r.conflicts.length > 0) throw new ConfigError(r.conflicts.join('; '));
+  return r.objects;
+}
 /**
  * V8 flags for ztunnel: a larger young generation, so the buffers every chunk of proxied
  * data allocates die in cheap scavenges instead of forcing frequent ones (GC was ~16% of
@@ -136,7 +147,7 @@ export async function up(o: UpOptions): Promise<LocalState> {
   await checkPrerequisites();
   const existing = await readState(o.stateRoot, o.name);
   if (existing) throw new Error(`a local mesh named "${o.name}" is already up (${existing.dir}); run \`ambit local down${o.name === 'ambit' ? '' : ` --name ${o.name}`}\` first`);
-  const objects = await readObjects(o.file);
+  const objects = withWaypoints(await readObjects(o.file), stateDir(o.stateRoot, o.name));
   const plan = planMesh(o.name, o.nodes, objects, (obj) => dirname(resolve((obj.source ?? o.file).replace(/ \(document \d+\)$/, ''))));
   const taken = new Set(await listNetns());
   const clash = [plan.fabric.netns, ...plan.nodes.map((n) => n.netns), ...plan.pods.map((p) => p.netns)].find((n) => taken.has(n));
@@ -171,6 +182,7 @@ export async function up(o: UpOptions): Promise<LocalState> {
       await writeFile(join(dir, 'ca', `${n.name}.token`), t, { mode: 0o600 });
     }
     await writeFile(join(dir, 'ca', 'node-tokens.json'), JSON.stringify(tokens), { mode: 0o600 });
+    await ensureWaypointTokens(dir, plan.objects);
     await writeConfig(dir, plan.objects);
     report({ activity: 'starting the control plane' });
     await startControl(state, plan, o);
@@ -248,6 +260,7 @@ async function startControl(state: LocalState, plan: MeshPlan, o: UpOptions): Pr
     '--ca-key', join(state.dir, 'ca', 'root-key.pem'),
     '--node-tokens', join(state.dir, 'ca', 'node-tokens.json'),
     '--listen', `${plan.fabric.ip}:${CONTROL_PORT}`,
+    '--dashboard', `127.0.0.1:${DASHBOARD_PORT}`,
     '--ip', plan.fabric.ip,
     '--cert-ttl', String(o.certTtlSeconds ?? 86400),
   ];
@@ -339,24 +352,63 @@ async function startAgents(state: LocalState, plan: MeshPlan, say: (l: string) =
   say(`node agents ready; ambit-cni chained into each node's CNI configuration`);
 }
 
+/** A pod as the CNI chain of its node sees it. */
+export interface PodNetworkRef {
+  netns: string;
+  namespace: string;
+  name: string;
+  uid: string;
+  /** the address local mode planned for it (host-local's IP argument); absent: host-local picks one */
+  ip?: string;
+}
+
+export interface PodNetworkOptions {
+  /** rewrites the node's conflist text before use (a bench compares chains with it) */
+  conflist?: (text: string) => string;
+  /** sees every plugin invocation and how long it took */
+  onExec?: RuntimeOptions['onExec'];
+}
+
+function podAttachment(meshName: string, pod: PodNetworkRef, withIp: boolean): Attachment {
+  const id = `${meshName}-${pod.netns}`;
+  return {
+    containerId: id,
+    netns: netnsPath(pod.netns),
+    ifname: 'eth0',
+    args: { IgnoreUnknown: '1', ...(withIp && pod.ip ? { IP: pod.ip } : {}), K8S_POD_NAMESPACE: pod.namespace, K8S_POD_NAME: pod.name, K8S_POD_UID: pod.uid, K8S_POD_INFRA_CONTAINER_ID: id },
+  };
+}
+
+/**
+ * Connects a pod's netns to its node the way a container runtime does: the loopback
+ * network, then the node's conflist (the reference plugins, and ambit-cni chained last by
+ * the node agent), run inside the node's netns. Returns the chain's result.
+ */
+export async function addPodNetwork(dir: string, meshName: string, node: Pick<NodePlan, 'name' | 'netns'>, pod: PodNetworkRef, opts: PodNetworkOptions = {}): Promise<CniResult> {
+  const f = nodeFiles(dir, node.name);
+  const runtime: RuntimeOptions = { binDirs: [f.binDir, SYSTEM_CNI_BIN], hostNetns: node.netns, ...(opts.onExec ? { onExec: opts.onExec } : {}) };
+  const c = podAttachment(meshName, pod, true);
+  // a runtime runs the single-plugin loopback .conf as a list of one, before the network itself
+  const lo = JSON.parse(await readFile(f.loopback, 'utf8')) as { cniVersion: string; name: string };
+  await cniAdd({ cniVersion: lo.cniVersion, name: lo.name, plugins: [lo] }, { ...c, ifname: 'lo' }, runtime);
+  const text = await readFile(f.conflist, 'utf8');
+  return cniAdd(opts.conflist ? opts.conflist(text) : text, c, runtime);
+}
+
+/** Disconnects a pod: CNI DEL through the node's conflist, as a runtime does when the pod goes. */
+export async function removePodNetwork(dir: string, meshName: string, node: Pick<NodePlan, 'name' | 'netns'>, pod: PodNetworkRef, opts: PodNetworkOptions = {}): Promise<void> {
+  const f = nodeFiles(dir, node.name);
+  const text = await readFile(f.conflist, 'utf8');
+  await cniDel(opts.conflist ? opts.conflist(text) : text, podAttachment(meshName, pod, false), { binDirs: [f.binDir, SYSTEM_CNI_BIN], hostNetns: node.netns, ...(opts.onExec ? { onExec: opts.onExec } : {}) });
+}
+
 /** Creates a pod the way a container runtime does: a netns, then the node's CNI chain. */
 async function createPod(state: LocalState, plan: MeshPlan, pod: PodPlan): Promise<void> {
   const node = plan.nodes.find((n) => n.name === pod.node)!;
-  const f = nodeFiles(state.dir, node.name);
   await run('ip', ['netns', 'add', pod.netns]);
   state.netns.push(pod.netns);
   await writeState(state);
-  const binDirs = [f.binDir, SYSTEM_CNI_BIN];
-  const c = {
-    containerId: `${state.name}-${pod.netns}`,
-    netns: netnsPath(pod.netns),
-    ifname: 'eth0',
-    args: { IgnoreUnknown: '1', IP: pod.ip, K8S_POD_NAMESPACE: pod.namespace, K8S_POD_NAME: pod.name, K8S_POD_UID: pod.uid, K8S_POD_INFRA_CONTAINER_ID: `${state.name}-${pod.netns}` },
-  };
-  // a runtime runs the single-plugin loopback .conf as a list of one, before the network itself
-  const lo = JSON.parse(await readFile(f.loopback, 'utf8')) as { cniVersion: string; name: string };
-  await cniAdd({ cniVersion: lo.cniVersion, name: lo.name, plugins: [lo] }, { ...c, ifname: 'lo' }, { binDirs, hostNetns: node.netns });
-  const result = await cniAdd(await readFile(f.conflist, 'utf8'), c, { binDirs, hostNetns: node.netns });
+  const result = await addPodNetwork(state.dir, state.name, node, pod);
   const got = result.ips.map((i) => i.address.split('/')[0]);
   if (!got.includes(pod.ip)) throw new Error(`CNI gave pod ${pod.key} ${got.join(', ')} instead of ${pod.ip}`);
   // `ip netns exec` shows /etc/netns/NAME/hosts as the pod's /etc/hosts: service names resolve in the pod.
@@ -504,7 +556,7 @@ export async function apply(o: { stateRoot: string; name: string; file: string; 
     merged.set(id, next);
     changed++;
   }
-  const objects = [...merged.values()];
+  const objects = withWaypoints([...merged.values()], state.dir);
   const dirOf = (obj: KubeObject): string => dirname(resolve((obj.source ?? o.file).replace(/ \(document \d+\)$/, '')));
   const plan = planMesh(state.name, state.plan.nodes.length, objects, dirOf, state.plan);
   const had = new Set(state.plan.pods.map((p) => p.key));
@@ -515,6 +567,7 @@ export async function apply(o: { stateRoot: string; name: string; file: string; 
   const { objects: _objects, ...planView } = plan;
   state.plan = planView;
   await writeState(state);
+  await ensureWaypointTokens(state.dir, withStatus);
   await writeConfig(state.dir, withStatus);
   for (const pod of fresh) await createPod(state, plan, pod);
   for (const pod of fresh) startPod(state, pod);
@@ -613,9 +666,13 @@ export async function deleteObjects(o: { stateRoot: string; name: string; file: 
   const state = await readState(o.stateRoot, o.name);
   if (!state) throw new Error(`no local mesh named "${o.name}" is up; start one with \`ambit local up -f DIR\``);
   const stored = await readObjects(join(state.dir, 'config'));
-  const gone = new Set((await readObjects(o.file)).map(objectId));
+  const named = await readObjects(o.file);
+  const gone = new Set(named.map(objectId));
   const missing = [...gone].filter((id) => !stored.some((x) => objectId(x) === id));
   if (missing.length) throw new Error(`not found: ${missing.join(', ')}`);
+  // a waypoint Gateway takes its pod and Service with it
+  const gatewaysGone = new Set(stored.filter((g) => isWaypointGateway(g) && gone.has(objectId(g))).map((g) => `${g.metadata.namespace ?? 'default'}/${g.metadata.name}`));
+  for (const x of ownedBy(stored, gatewaysGone)) gone.add(objectId(x));
   const remaining = stored.filter((x) => !gone.has(objectId(x)));
   for (const ns of stored.filter((x) => x.kind === 'Namespace' && gone.has(objectId(x)))) {
     const left = remaining.filter((x) => x.kind !== 'Namespace' && (x.metadata.namespace ?? 'default') === ns.metadata.name);
@@ -625,15 +682,7 @@ export async function deleteObjects(o: { stateRoot: string; name: string; file: 
   for (const pod of pods) {
     const procs = state.processes.filter((x) => x.role === 'pod' && x.name.startsWith(`${pod.key}/`));
     await Promise.all(procs.map((x) => stopGroup(x.pid)));
-    const node = state.plan.nodes.find((n) => n.name === pod.node)!;
-    const f = nodeFiles(state.dir, node.name);
-    const c = {
-      containerId: `${state.name}-${pod.netns}`,
-      netns: netnsPath(pod.netns),
-      ifname: 'eth0',
-      args: { IgnoreUnknown: '1', K8S_POD_NAMESPACE: pod.namespace, K8S_POD_NAME: pod.name, K8S_POD_UID: pod.uid, K8S_POD_INFRA_CONTAINER_ID: `${state.name}-${pod.netns}` },
-    };
-    await cniDel(await readFile(f.conflist, 'utf8'), c, { binDirs: [f.binDir, SYSTEM_CNI_BIN], hostNetns: node.netns });
+    await removePodNetwork(state.dir, state.name, state.plan.nodes.find((n) => n.name === pod.node)!, pod);
     await deleteNetns(pod.netns);
     await rm(`/etc/netns/${pod.netns}`, { recursive: true, force: true });
     state.processes = state.processes.filter((x) => !procs.includes(x));

@@ -88,6 +88,7 @@ async function tour(s: LocalState): Promise<void> {
   console.log(`
 Look around:
   ambit local status                         nodes, pods, services
+  ambit dashboard                            the live mesh graph in a browser (traffic, mTLS, denies)
   ambit local exec shop/client -- curl -s http://echo.shop/
   ip netns exec ${node.netns} curl -s localhost:15000/config_dump   ztunnel's view (workloads, services, certificates)
   ip netns exec ${node.netns} curl -s ${node.ip}:15020/metrics

@@ -51,6 +51,10 @@ const FABRIC_PREFIX = '10.248.0';
 const POD_PREFIX = '10.249';
 const SERVICE_PREFIX = '10.250';
 export const CONTROL_PORT = 15012;
+/** Where pods and nodes reach the control plane (in the fabric netns). */
+export const CONTROL_ADDRESS = `${FABRIC_PREFIX}.1:${CONTROL_PORT}`;
+/** The dashboard, on localhost of the control plane's netns (`ambit dashboard` forwards to it). */
+export const DASHBOARD_PORT = 15014;
 
 /** Nodes are named like kind's: NAME-control-plane is not needed, so node-1 … node-N. */
 export function nodeNames(count: number): string[] {

@@ -24,6 +24,17 @@ export interface RuntimeOptions {
   hostNetns?: string | null;
   /** per plugin invocation; the plugin is killed after it (default 60 s) */
   timeoutMs?: number;
+  /** told after every plugin invocation how long it took, from spawn to exit (for benches and tracing) */
+  onExec?: (e: PluginExec) => void;
+}
+
+/** One plugin invocation as the runtime saw it. */
+export interface PluginExec {
+  plugin: string;
+  command: string;
+  ms: number;
+  /** exit code; null when the plugin was killed or could not be started */
+  code: number | null;
 }
 
 /** One plugin entry of a conflist. Unknown keys are passed to the plugin unchanged. */
@@ -184,6 +195,7 @@ async function execPlugin(type: string, command: string, conf: object, env: Reco
   const host = opts.hostNetns;
   const [file, args] = !host ? [path, []] : host.includes('/') ? ['nsenter', [`--net=${host}`, '--', path]] : ['ip', ['netns', 'exec', host, path]];
   const timeoutMs = opts.timeoutMs ?? 60_000;
+  const started = performance.now();
 
   const { code, signal, stdout, stderr, timedOut } = await new Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string; timedOut: boolean }>((resolve, reject) => {
     const child = spawn(file, args, { env: childEnv, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -199,6 +211,7 @@ async function execPlugin(type: string, command: string, conf: object, env: Reco
     child.stdin.on('error', () => undefined); // a plugin may exit without reading stdin
     child.on('error', (e) => {
       clearTimeout(timer);
+      opts.onExec?.({ plugin: type, command, ms: performance.now() - started, code: null });
       reject(new CniError(RUNTIME_FAILURE, `cannot run ${file}: ${e.message}`, type));
     });
     child.on('close', (code, signal) => {
@@ -207,6 +220,7 @@ async function execPlugin(type: string, command: string, conf: object, env: Reco
     });
     child.stdin.end(JSON.stringify(conf));
   });
+  opts.onExec?.({ plugin: type, command, ms: performance.now() - started, code });
 
   if (timedOut) throw new CniError(RUNTIME_FAILURE, `${command} did not finish within ${timeoutMs} ms`, type, stderr.trim() || undefined);
   if (code === 0) return stdout;

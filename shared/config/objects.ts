@@ -81,8 +81,15 @@ function validate(value: unknown, where: string): KubeObject {
   return { ...(o as unknown as KubeObject), source: where };
 }
 
-/** Reads every .yaml/.yml/.json file of a file or directory (recursively, sorted). */
-export async function readObjects(path: string): Promise<KubeObject[]> {
+/** Files parsed by an earlier readObjects, by path, with the file's identity, size and times when it was read. */
+export type ParsedFiles = Map<string, { signature: string; objects: KubeObject[] }>;
+
+/**
+ * Reads every .yaml/.yml/.json file of a file or directory (recursively, sorted). With `parsed`,
+ * a file that has not changed since the last read is not parsed again (parsing YAML is most of
+ * the cost of a re-read), and `parsed` is brought up to date.
+ */
+export async function readObjects(path: string, parsed?: ParsedFiles): Promise<KubeObject[]> {
   const files: string[] = [];
   const walk = async (p: string): Promise<void> => {
     const s = await stat(p).catch(() => {
@@ -101,7 +108,25 @@ export async function readObjects(path: string): Promise<KubeObject[]> {
   };
   await walk(path);
   const out: KubeObject[] = [];
-  for (const f of files) out.push(...parseObjects(await readFile(f, 'utf8'), f));
+  for (const f of files) {
+    if (!parsed) {
+      out.push(...parseObjects(await readFile(f, 'utf8'), f));
+      continue;
+    }
+    // stat before reading: a write in between changes the signature, so it is read again next time
+    const st = await stat(f, { bigint: true });
+    const signature = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+    let entry = parsed.get(f);
+    if (entry?.signature !== signature) {
+      entry = { signature, objects: parseObjects(await readFile(f, 'utf8'), f) };
+      parsed.set(f, entry);
+    }
+    out.push(...entry.objects);
+  }
+  if (parsed) {
+    const now = new Set(files);
+    for (const f of parsed.keys()) if (!now.has(f)) parsed.delete(f);
+  }
   return out;
 }
 

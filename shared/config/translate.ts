@@ -2,6 +2,7 @@ import { ConfigError, type KubeObject } from './objects.js';
 import type { MeshSnapshot, Service, ServicePort, Workload } from '../model/types.js';
 import type { AuthorizationPolicy, PeerAuthentication } from '../policy/types.js';
 import { translateAuthorizationPolicy, translatePeerAuthentication } from '../policy/translate.js';
+import { bindWaypoints, translateWaypoints } from './waypoint-binding.js';
 
 export const DATAPLANE_MODE_LABEL = 'istio.io/dataplane-mode';
 
@@ -85,6 +86,50 @@ function matches(selector: Record<string, string>, labels: Record<string, string
   return true;
 }
 
+/**
+ * Workloads by namespace and label, so a selector is matched against the workloads that carry
+ * its rarest label rather than against the whole mesh (services × workloads on every change).
+ */
+class LabelIndex {
+  /** namespace → label key → label value → indices of the workloads with it, ascending */
+  private index: Map<string, Map<string, Map<string, number[]>>> | null = null;
+
+  constructor(private readonly workloads: Workload[]) {}
+
+  /** The workloads of `namespace` that `selector` (non-empty) matches, in input order. */
+  select(namespace: string, selector: Record<string, string>): Workload[] {
+    const byKey = (this.index ??= this.build()).get(namespace);
+    let fewest: number[] | undefined;
+    for (const [k, v] of Object.entries(selector)) {
+      const has = byKey?.get(k)?.get(v);
+      if (!has) return [];
+      if (!fewest || has.length < fewest.length) fewest = has;
+    }
+    const out: Workload[] = [];
+    for (const i of fewest!) if (matches(selector, this.workloads[i]!.labels)) out.push(this.workloads[i]!);
+    return out;
+  }
+
+  private build(): Map<string, Map<string, Map<string, number[]>>> {
+    const index = new Map<string, Map<string, Map<string, number[]>>>();
+    for (let i = 0; i < this.workloads.length; i++) {
+      const w = this.workloads[i]!;
+      let byKey = index.get(w.namespace);
+      if (!byKey) index.set(w.namespace, (byKey = new Map()));
+      for (const k in w.labels) {
+        if (!Object.hasOwn(w.labels, k)) continue;
+        let byValue = byKey.get(k);
+        if (!byValue) byKey.set(k, (byValue = new Map()));
+        const v = w.labels[k]!;
+        const list = byValue.get(v);
+        if (list) list.push(i);
+        else byValue.set(v, [i]);
+      }
+    }
+    return index;
+  }
+}
+
 /** A policy that could not be honoured as written: what and why (logged, and a status condition in a cluster). */
 export interface PolicyProblem {
   object: string;
@@ -117,14 +162,14 @@ export function translate(objects: KubeObject[], problems: PolicyProblem[] = [],
     });
   }
   const services: Service[] = [];
+  const serviceLabels = new Map<string, Record<string, string>>();
+  const selectable = new LabelIndex(workloads);
   for (const o of objects) {
     if (o.kind !== 'Service') continue;
     const s = serviceSpec(o);
     const ns = o.metadata.namespace ?? 'default';
     // Kubernetes gives a Service with an empty selector no endpoints (it is not "select everything").
-    const endpoints = s.selector && Object.keys(s.selector).length > 0
-      ? workloads.filter((w) => w.namespace === ns && matches(s.selector!, w.labels)).map((w) => w.uid)
-      : [];
+    const endpoints = s.selector && Object.keys(s.selector).length > 0 ? selectable.select(ns, s.selector).map((w) => w.uid) : [];
     services.push({
       key: `${ns}/${o.metadata.name}`,
       name: o.metadata.name,
@@ -134,7 +179,10 @@ export function translate(objects: KubeObject[], problems: PolicyProblem[] = [],
       ports: s.ports,
       endpoints,
     });
+    serviceLabels.set(`${ns}/${o.metadata.name}`, o.metadata.labels ?? {});
   }
+  const waypoints = translateWaypoints(objects, workloads);
+  bindWaypoints(services, serviceLabels, workloads, nsLabels, waypoints, problems);
   const policies: AuthorizationPolicy[] = [];
   const peerAuthentications: PeerAuthentication[] = [];
   for (const o of objects) {
@@ -158,5 +206,5 @@ export function translate(objects: KubeObject[], problems: PolicyProblem[] = [],
       else if (old) peerAuthentications.push(old as PeerAuthentication);
     }
   }
-  return { workloads, services, policies, peerAuthentications };
+  return { workloads, services, policies, peerAuthentications, waypoints };
 }

@@ -6,3 +6,6 @@ export const WAYPOINT_FOR_LABEL = 'istio.io/waypoint-for';
 export const USE_WAYPOINT_LABEL = 'istio.io/use-waypoint';
 export const REVISION_LABEL = 'istio.io/rev';
 export const MESH_LISTENER = { name: 'mesh', port: 15008, protocol: 'HBONE' } as const;
+/** Marks what the waypoint controller made (Istio marks its own with the same key). */
+export const MANAGED_LABEL = 'gateway.istio.io/managed';
+export const MANAGED_VALUE = 'ambit-waypoint-controller';

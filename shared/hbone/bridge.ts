@@ -40,6 +40,11 @@ function pumpCoalesced(src: Http2Stream, dst: Socket): void {
     dst.uncork();
   };
   src.on('data', (chunk: Buffer) => {
+    // the app closed its socket and the peer still sends: as TCP answers data after a close, reset
+    if (dst.destroyed) {
+      resetStream(src, h2c.NGHTTP2_CONNECT_ERROR);
+      return;
+    }
     if (!corked) {
       corked = true;
       dst.cork();

@@ -1,4 +1,4 @@
-import type { MeshSnapshot, MeshUpdate, Service, ServicePort, Workload } from './types.js';
+import type { MeshSnapshot, MeshUpdate, Service, ServicePort, Waypoint, Workload } from './types.js';
 import type { AuthorizationPolicy, PeerAuthentication } from '../policy/types.js';
 import { PolicyIndex } from '../policy/evaluate.js';
 
@@ -16,6 +16,7 @@ export class WorkloadIndex {
   private readonly byVip = new Map<string, Service>();
   private readonly policyMap = new Map<string, AuthorizationPolicy>();
   private readonly peerAuthMap = new Map<string, PeerAuthentication>();
+  private readonly waypointMap = new Map<string, Waypoint>();
   /** rebuilt whenever policies change; ztunnel evaluates against it */
   policies = new PolicyIndex([]);
   peerAuthentications: PeerAuthentication[] = [];
@@ -30,6 +31,7 @@ export class WorkloadIndex {
       this.byVip.clear();
       this.policyMap.clear();
       this.peerAuthMap.clear();
+      this.waypointMap.clear();
     }
     for (const uid of update.removedWorkloads) this.removeWorkload(uid);
     for (const key of update.removedServices) this.removeService(key);
@@ -48,6 +50,8 @@ export class WorkloadIndex {
     for (const p of update.policies ?? []) this.policyMap.set(p.key, p);
     for (const k of update.removedPeerAuthentications ?? []) this.peerAuthMap.delete(k);
     for (const p of update.peerAuthentications ?? []) this.peerAuthMap.set(p.key, p);
+    for (const k of update.removedWaypoints ?? []) this.waypointMap.delete(k);
+    for (const w of update.waypoints ?? []) this.waypointMap.set(w.key, w);
     if (policiesChanged) this.policies = new PolicyIndex([...this.policyMap.values()].sort((a, b) => (a.key < b.key ? -1 : 1)));
     this.peerAuthentications = [...this.peerAuthMap.values()];
     this.version = update.version;
@@ -69,6 +73,11 @@ export class WorkloadIndex {
     if (!old) return;
     this.services.delete(key);
     if (old.vip && this.byVip.get(old.vip) === old) this.byVip.delete(old.vip);
+  }
+
+  /** A waypoint by its Gateway key (`ns/name`). */
+  waypoint(key: string): Waypoint | undefined {
+    return this.waypointMap.get(key);
   }
 
   workload(uid: string): Workload | undefined {
@@ -112,6 +121,7 @@ export class WorkloadIndex {
       services: [...this.services.values()],
       policies: [...this.policyMap.values()],
       peerAuthentications: [...this.peerAuthMap.values()],
+      waypoints: [...this.waypointMap.values()],
     };
   }
 }

@@ -18,6 +18,8 @@ export interface Workload {
   protocol: WorkloadProtocol;
   /** Ready to receive traffic (pod Running with an IP). */
   ready: boolean;
+  /** the waypoint (Gateway key `ns/name`) that workload-addressed traffic to this pod must pass */
+  waypoint?: string;
 }
 
 export interface ServicePort {
@@ -37,6 +39,27 @@ export interface Service {
   ports: ServicePort[];
   /** uids of the workloads that back this service (selected and ready) */
   endpoints: string[];
+  /** the waypoint (Gateway key `ns/name`) that traffic addressed to this service must pass */
+  waypoint?: string;
+}
+
+/** Which traffic a waypoint takes (label `istio.io/waypoint-for`). */
+export type WaypointFor = 'service' | 'workload' | 'all' | 'none';
+
+/**
+ * A waypoint: a Gateway of class `istio-waypoint` and the pods that run it. Traffic bound to a
+ * waypoint that is not ready is refused (never sent around it); `problem` says why.
+ */
+export interface Waypoint {
+  /** namespace/name of the Gateway */
+  key: string;
+  name: string;
+  namespace: string;
+  for: WaypointFor;
+  /** uids of its ready pods (HBONE to `<pod IP>:15008`) */
+  pods: string[];
+  /** what is wrong with it, null when it takes traffic */
+  problem: string | null;
 }
 
 export interface MeshSnapshot {
@@ -45,6 +68,8 @@ export interface MeshSnapshot {
   /** L4 authorization policies (absent: none) */
   policies?: AuthorizationPolicy[];
   peerAuthentications?: PeerAuthentication[];
+  /** waypoints (absent: none) */
+  waypoints?: Waypoint[];
 }
 
 /** A change to the mesh: full replacement (snapshot) or upserts and removals (delta). */
@@ -60,6 +85,9 @@ export interface MeshUpdate {
   peerAuthentications?: PeerAuthentication[];
   removedPolicies?: string[];
   removedPeerAuthentications?: string[];
+  /** waypoints are absent from an update that does not change them */
+  waypoints?: Waypoint[];
+  removedWaypoints?: string[];
 }
 
 /** A TCP destination as seen by ztunnel. */

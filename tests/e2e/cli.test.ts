@@ -47,6 +47,16 @@ test('status and exec without a mesh say how to start one', async () => {
   assert.equal(r.stderr.trim(), 'ambit: no local mesh named "nosuchmesh" is up; start one with `ambit local up -f DIR`');
 });
 
+test('dashboard without a mesh says how to start one, and how to reach a cluster\'s; bad flags are named', async () => {
+  const r = await ambit(['dashboard', ...stateFlags('nosuchmesh')]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^ambit: no local mesh named "nosuchmesh" is up; start one with `ambit local up -f DIR`\. In a cluster .*kubectl -n ambit-system port-forward deploy\/ambit-control 15014`\n$/);
+  const port = await ambit(['dashboard', '--port', 'eighty', ...stateFlags('nosuchmesh')]);
+  assert.equal(port.stderr, 'ambit: --port must be a port number, got "eighty"\n');
+  const addr = await ambit(['dashboard', '--address', 'example.com', ...stateFlags('nosuchmesh')]);
+  assert.equal(addr.stderr, 'ambit: --address must be an IP address, got "example.com"\n');
+});
+
 test('without root, local up says so in one sentence', { skip: needsRoot }, async () => {
   const r = await sh('runuser', ['-u', 'nobody', '--', process.execPath, CLI, 'local', 'up', '-f', join(FIXTURES, 'mesh'), '--state-dir', '/tmp/ambit-nobody']);
   assert.equal(r.code, 1);

@@ -78,6 +78,14 @@ const controlSeeds = [
     removedServices: ['x/y'],
     policies: [],
   },
+  {
+    node: 'node-1',
+    openConnections: 1,
+    connections: [{ direction: 'outbound', src: '10.0.1.1:40000', dst: '10.0.2.1:80', srcWorkload: 'shop/web', dstWorkload: null, srcIdentity: 'spiffe://cluster.local/ns/shop/sa/web', dstIdentity: null, service: null, protocol: 'HBONE', mtls: true, ageMs: 12 }],
+    certificates: [{ identity: 'spiffe://cluster.local/ns/shop/sa/web', serial: '0a', notBefore: '2026-01-01T00:00:00.000Z', notAfter: '2026-01-02T00:00:00.000Z', state: 'available' }],
+    denies: [{ time: '2026-01-01T00:00:00.000Z', direction: 'inbound', src: '10.0.9.9:1', srcIdentity: null, dst: '10.0.1.1:80', dstWorkload: 'shop/web', policy: 'shop/deny', rule: 0, reason: 'denied' }],
+  },
+  { nextReportMs: 2000 },
 ].map((m) => packr.pack(m) as Buffer);
 const deserializers = Object.entries(controlService).flatMap(([name, d]) => [
   [`${name} request`, d.requestDeserialize],
@@ -86,7 +94,7 @@ const deserializers = Object.entries(controlService).flatMap(([name, d]) => [
 
 const control: FuzzTarget = {
   name: 'control-messages',
-  describe: 'control protocol: requestDeserialize/responseDeserialize of Watch and Sign (MessagePack over gRPC)',
+  describe: 'control protocol: requestDeserialize/responseDeserialize of Watch, Sign and Report (MessagePack over gRPC)',
   seeds: controlSeeds,
   dictionary: [Buffer.from([0xc0]), Buffer.from([0xc1]), Buffer.from([0xdc, 0xff, 0xff]), Buffer.from([0xdd, 0xff, 0xff, 0xff, 0xff]), Buffer.from([0xdf, 0x7f, 0xff, 0xff, 0xff]), Buffer.from([0xdb, 0x7f, 0xff, 0xff, 0xff]), Buffer.from([0xd4, 0xff, 0x00]), Buffer.from([0xc7, 0x04, 0xff]), Buffer.from([0xcb]), Buffer.from('\xa4type', 'latin1'), Buffer.from('\xa7version', 'latin1'), Buffer.from('\xa9__proto__', 'latin1'), Buffer.from([0x90]), Buffer.from([0x80])],
   maxLen: 8192,

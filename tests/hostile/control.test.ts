@@ -17,7 +17,8 @@ import type { NodeAuthenticator } from '../../control/auth.js';
 import { CertificateAuthority } from '../../shared/identity/ca.js';
 import { generateKeyAndCsr } from '../../shared/identity/csr.js';
 import { Identity } from '../../shared/identity/spiffe.js';
-import { CONTROL_SERVER_NAME, ControlClient, channelOptions, controlService, type SignResponse } from '../../shared/control/protocol.js';
+import { CONTROL_SERVER_NAME, ControlClient, MAX_REPORTED_CONNECTIONS, channelOptions, controlService, type NodeReport, type ReportResponse, type SignResponse } from '../../shared/control/protocol.js';
+import { REPORT_IDLE_MS } from '../../control/node-reports.js';
 import type { KubeObject } from '../../shared/config/objects.js';
 import type { MeshUpdate } from '../../shared/model/types.js';
 
@@ -75,6 +76,7 @@ function rawClient(): Raw {
   const service = {
     watch: { ...controlService.watch, requestSerialize: (b: Buffer) => b, responseDeserialize: (b: Buffer) => b },
     sign: { ...controlService.sign, requestSerialize: (b: Buffer) => b, responseDeserialize: (b: Buffer) => b },
+    report: { ...controlService.report, requestSerialize: (b: Buffer) => b, responseDeserialize: (b: Buffer) => b },
   };
   const Ctor = grpc.makeGenericClientConstructor(service, 'Control');
   const c = new Ctor(`127.0.0.1:${port}`, grpc.credentials.createSsl(Buffer.from(roots)), { ...channelOptions, 'grpc.max_send_message_length': -1 }) as unknown as Raw;
@@ -90,6 +92,10 @@ function md(token?: string): grpc.Metadata {
 
 function unary(c: Raw, request: unknown, meta: grpc.Metadata): Promise<{ err: grpc.ServiceError | null; res: unknown }> {
   return new Promise((resolve) => c.sign(request, meta, { deadline: Date.now() + 5000 }, (err: grpc.ServiceError | null, res: unknown) => resolve({ err, res })));
+}
+
+function report(c: Raw, request: unknown, meta: grpc.Metadata): Promise<{ err: grpc.ServiceError | null; res: unknown }> {
+  return new Promise((resolve) => c.report(request, meta, { deadline: Date.now() + 5000 }, (err: grpc.ServiceError | null, res: unknown) => resolve({ err, res })));
 }
 
 /** First message or status of a Watch stream. */
@@ -238,6 +244,47 @@ describe('control plane under hostile calls', () => {
     });
     session.destroy();
     assert.doesNotMatch(status, /^200 $/);
+    await goodZtunnel();
+  });
+
+  test('node reports: kept only from the node the token names and only of the right shape; the rest refused and logged', async () => {
+    const l0 = logs.length;
+    const c = client();
+    const good: NodeReport = {
+      node: 'node-1',
+      openConnections: 1,
+      connections: [{ direction: 'outbound', src: '10.0.1.1:4000', dst: '10.0.2.1:80', srcWorkload: 'shop/web', dstWorkload: null, srcIdentity: null, dstIdentity: null, service: null, protocol: 'TCP', mtls: false, ageMs: 5 }],
+      certificates: [],
+      denies: [],
+    };
+    const cases = await Promise.all([
+      report(c, good, md()),
+      report(c, good, md('not-a-token-at-all-000000')),
+      report(c, good, md('token-of-node-2-0123456789')), // node-2 speaking for node-1
+    ]);
+    assert.equal(cases[0].err?.code, grpc.status.UNAUTHENTICATED);
+    assert.equal(cases[1].err?.code, grpc.status.UNAUTHENTICATED);
+    assert.equal(cases[2].err?.code, grpc.status.PERMISSION_DENIED);
+    assert.equal(logged(l0, /^node report refused$/).length, 3);
+    assert.equal(control.reports.get('node-1'), undefined);
+
+    const raw = rawClient();
+    const bodies = [
+      packr.pack({ ...good, connections: 'many' }) as Buffer,
+      packr.pack({ ...good, connections: [{ ...good.connections[0], ageMs: -1 }] }) as Buffer,
+      packr.pack({ ...good, connections: Array.from({ length: MAX_REPORTED_CONNECTIONS + 1 }, () => good.connections[0]) }) as Buffer,
+      packr.pack({ ...good, certificates: [{ identity: 'x' }] }) as Buffer,
+      Buffer.from([0xc1]),
+    ];
+    const l1 = logs.length;
+    for (const b of bodies) assert.equal((await report(raw, b, md('token-of-node-1-0123456789'))).err?.code, grpc.status.INTERNAL);
+    assert.equal(logged(l1, /control request refused: malformed message/).filter((l) => /^malformed node report message/.test(String(l.err))).length, bodies.length);
+    assert.equal(control.reports.get('node-1'), undefined);
+
+    const ok = await report(c, good, md('token-of-node-1-0123456789'));
+    assert.equal(ok.err, null, ok.err?.message);
+    assert.deepEqual(ok.res as ReportResponse, { nextReportMs: REPORT_IDLE_MS });
+    assert.deepEqual(control.reports.get('node-1')?.report, good);
     await goodZtunnel();
   });
 

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { installPlugin } from '../../../cni/install.js';
-import { CniError, cniAdd, cniCheck, cniDel, cniStatus, type CniResult, type RuntimeOptions } from '../../../shared/cni/runtime.js';
+import { CniError, cniAdd, cniCheck, cniDel, cniStatus, type CniResult, type PluginExec, type RuntimeOptions } from '../../../shared/cni/runtime.js';
 
 const needsRoot = process.getuid?.() === 0 ? false : 'needs root (network namespaces)';
 const REFERENCE_PLUGINS = '/usr/lib/cni';
@@ -420,7 +420,11 @@ test('chained after bridge + host-local: the agent learns the pod, the pod gets 
   };
 
   await cniAdd(LOOPBACK, { ...att, ifname: 'lo' }, opts);
-  const result = await cniAdd(network, att, opts);
+  const execs: PluginExec[] = [];
+  const result = await cniAdd(network, att, { ...opts, onExec: (e) => execs.push(e) });
+  // the runtime reports each plugin it ran, in order, with its exit code and how long it took
+  assert.deepEqual(execs.map((e) => `${e.command} ${e.plugin} ${e.code}`), ['ADD bridge 0', 'ADD ambit-cni 0']);
+  assert.ok(execs.every((e) => e.ms > 0));
 
   const podIp = result.ips[0]?.address ?? '';
   assert.match(podIp, /^10\.91\.0\.\d+\/24$/);

@@ -253,6 +253,6 @@ describe('diffSnapshots', () => {
   });
 
   test('snapshotUpdate carries the full state as a snapshot', () => {
-    assert.deepEqual(snapshotUpdate(base, 5), { type: 'snapshot', version: 5, workloads: base.workloads, services: base.services, removedWorkloads: [], removedServices: [], policies: [], peerAuthentications: [] });
+    assert.deepEqual(snapshotUpdate(base, 5), { type: 'snapshot', version: 5, workloads: base.workloads, services: base.services, removedWorkloads: [], removedServices: [], policies: [], peerAuthentications: [], waypoints: [] });
   });
 });
