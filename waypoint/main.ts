@@ -23,6 +23,7 @@ import { MeshError, asMeshError } from '../shared/errors.js';
 import { formatAddress } from '../shared/model/types.js';
 import { Identity, DEFAULT_TRUST_DOMAIN } from '../shared/identity/spiffe.js';
 import { hostPort, listen } from '../shared/net/listen.js';
+import { SpanExporter, parseTracingEndpoint } from '../shared/telemetry/span-exporter.js';
 import type { WaypointUpdate } from '../shared/control/protocol.js';
 import { ControlLink, TokenFile } from '../ztunnel/control-client.js';
 import { CertificateStore } from '../ztunnel/certificates.js';
@@ -45,6 +46,8 @@ const program = new Command()
   .option('--admin <host:port>', 'admin endpoint (keep it on localhost)', '127.0.0.1:15000')
   .option('--metrics <host:port>', 'Prometheus metrics', '0.0.0.0:15020')
   .option('--readiness <host:port>', 'readiness probe', '0.0.0.0:15021')
+  .option('--tracing-endpoint <url>', 'send spans to this collector: Zipkin v2 JSON, or OTLP/HTTP JSON when the path ends in /v1/traces', env.AMBIT_TRACING_ENDPOINT)
+  .option('--tracing-sample-percent <n>', 'share of new traces sampled when the client did not decide', env.AMBIT_TRACING_SAMPLE_PERCENT ?? '100')
   .option('--log-level <level>', 'log level', env.AMBIT_LOG_LEVEL ?? 'info');
 
 interface Options {
@@ -59,6 +62,8 @@ interface Options {
   admin: string;
   metrics: string;
   readiness: string;
+  tracingEndpoint?: string;
+  tracingSamplePercent: string;
   logLevel: string;
 }
 
@@ -66,6 +71,9 @@ function required(o: Options): Required<Pick<Options, 'name' | 'namespace' | 'co
   const missing = (['name', 'namespace', 'control', 'tokenFile'] as const).filter((k) => !o[k]);
   if (missing.length > 0) throw new Error(`missing ${missing.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}`);
   for (const [flag, v] of [['--listen', o.listen], ['--admin', o.admin], ['--metrics', o.metrics], ['--readiness', o.readiness], ['--control', o.control!]] as const) hostPort(v, flag);
+  if (o.tracingEndpoint) parseTracingEndpoint(o.tracingEndpoint);
+  const pct = Number(o.tracingSamplePercent);
+  if (!(pct >= 0 && pct <= 100)) throw new Error(`--tracing-sample-percent must be a number from 0 to 100, got "${o.tracingSamplePercent}"`);
   return { name: o.name!, namespace: o.namespace!, control: o.control!, tokenFile: o.tokenFile! };
 }
 
@@ -86,6 +94,7 @@ async function main(): Promise<void> {
   const pool = new ConnectionPool();
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  const spans = o.tracingEndpoint ? new SpanExporter({ endpoint: o.tracingEndpoint, registry, log }) : undefined;
 
   /** Opens the transport to an endpoint: HBONE to its node when it is in the mesh, else plain TCP. */
   const connect = async (e: Endpoint): Promise<Duplex> => {
@@ -118,7 +127,7 @@ async function main(): Promise<void> {
     config = u.config;
     dir = new ServiceDirectory(u.config);
     if (engine) engine.update(u.config);
-    else engine = new WaypointEngine(u.config, { connect, now: () => performance.now(), random: Math.random, log: log.child({ access: true }), metrics: registry });
+    else engine = new WaypointEngine(u.config, { connect, now: () => performance.now(), random: Math.random, log: log.child({ access: true }), metrics: registry, ...(spans ? { spans } : {}) }, { tracingSamplePercent: Number(o.tracingSamplePercent) });
     log.info({ version: u.version, services: u.config.services.length, routes: Object.keys(u.config.routing.tables).length, policies: u.config.policies.length }, 'configuration received');
   });
   link.start();
@@ -220,7 +229,7 @@ async function main(): Promise<void> {
     log.info('draining');
     link.stop();
     hbone.server.close();
-    void (engine?.close() ?? Promise.resolve()).finally(() => {
+    void Promise.all([engine?.close(), spans?.close()]).finally(() => {
       pool.close();
       certs.close();
       for (const s of [admin, metrics, readiness]) s.close();
