@@ -185,7 +185,7 @@ async function main(): Promise<void> {
       return;
     }
     req.stream.respond({ ':status': 200 }, { endStream: false });
-    engine.serveConnection(req.stream, ctx);
+    engine.serveConnection(buffersOnly(req.stream), ctx);
   }
 
   const admin = http.createServer((q, s) => {
@@ -238,6 +238,24 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+}
+
+/**
+ * Makes a stream take strings as Buffers. node's HTTP/1.1 server writes its head as a latin1
+ * string, and an HTTP/2 stream passes strings to the native layer as they are; a response head
+ * written in the same tick as the request arrived reached the client with its first 16 bytes
+ * overwritten (seen with 403 local replies). Encoding here keeps the bytes in JS memory.
+ */
+export function buffersOnly<T extends ServerHttp2Stream>(stream: T): T {
+  type Chunk = { chunk: Buffer | string; encoding: BufferEncoding };
+  const s = stream as unknown as { _write: (c: unknown, e: BufferEncoding, cb: (err?: Error | null) => void) => void; _writev?: (cs: Chunk[], cb: (err?: Error | null) => void) => void };
+  const write = s._write.bind(stream);
+  s._write = (c, e, cb) => (typeof c === 'string' ? write(Buffer.from(c, e), 'buffer' as BufferEncoding, cb) : write(c, e, cb));
+  if (s._writev) {
+    const writev = s._writev.bind(stream);
+    s._writev = (cs, cb) => writev(cs.map((c) => (typeof c.chunk === 'string' ? { chunk: Buffer.from(c.chunk, c.encoding), encoding: 'buffer' as BufferEncoding } : c)), cb);
+  }
+  return stream;
 }
 
 /** Carries a TCP port through: bytes both ways, half-close passed on, a reset on either side resets the other. */
