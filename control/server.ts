@@ -6,6 +6,7 @@ import { podInfo, translate, type PolicyProblem } from '../shared/config/transla
 import type { KubeObject } from '../shared/config/objects.js';
 import { Identity } from '../shared/identity/spiffe.js';
 import type { CertificateAuthority } from '../shared/identity/ca.js';
+import { checkCaChange, fingerprintOf, type CaChange } from '../shared/identity/trust.js';
 import type { NodeAuthenticator } from './auth.js';
 import type { Logger } from '../shared/telemetry/log.js';
 
@@ -24,13 +25,46 @@ export class ControlServer {
   private version = 0;
   private readonly subscribers = new Set<Subscriber>();
   private server: grpc.Server | null = null;
+  /** the roots every ztunnel is given (Sign responses and the Watch stream) */
+  private roots: string[];
+  private signerRoot: string;
+  /** latest expiry of the leaves issued under each root (by fingerprint), to warn before dropping a root still in use */
+  private readonly leavesUntil = new Map<string, Date>();
 
   constructor(
-    private readonly ca: CertificateAuthority,
+    private ca: CertificateAuthority,
     private readonly auth: NodeAuthenticator,
     private readonly log: Logger,
     private readonly certTtlSeconds = 24 * 3600,
-  ) {}
+  ) {
+    this.roots = ca.rootsPem();
+    this.signerRoot = fingerprintOf(ca.signerRootPem());
+  }
+
+  /**
+   * Replaces the CA (root rotation): leaves are signed by the new one from now on, and when the
+   * trusted roots changed every connected ztunnel is sent the new bundle at once, without
+   * waiting for a renewal. Throws, keeping the current CA, when the change is refused.
+   */
+  setCa(next: CertificateAuthority): CaChange {
+    const change = checkCaChange(this.ca.view(), next.view(), this.leavesUntil);
+    if (change.error) throw new Error(change.error);
+    this.ca = next;
+    this.signerRoot = fingerprintOf(next.signerRootPem());
+    for (const w of change.warnings) this.log.warn({ warning: w }, 'CA change');
+    if (change.rootsChanged) {
+      this.roots = next.rootsPem();
+      this.version++;
+      const update: MeshUpdate = { type: 'delta', version: this.version, workloads: [], services: [], removedWorkloads: [], removedServices: [], roots: this.roots };
+      for (const s of this.subscribers) s.call.write(update);
+    }
+    return change;
+  }
+
+  /** The roots ztunnels are given now. */
+  trustedRoots(): string[] {
+    return [...this.roots];
+  }
 
   /** Replaces the desired state; connected ztunnels get only what changed. */
   setObjects(objects: KubeObject[]): void {
@@ -114,7 +148,7 @@ export class ControlServer {
     const sub: Subscriber = { node, call };
     this.subscribers.add(sub);
     this.log.info({ node, peer: call.getPeer() }, 'ztunnel connected');
-    call.write(snapshotUpdate(this.snapshot, this.version));
+    call.write({ ...snapshotUpdate(this.snapshot, this.version), roots: this.roots });
     const done = (): void => {
       if (this.subscribers.delete(sub)) this.log.info({ node }, 'ztunnel disconnected');
     };
@@ -143,7 +177,9 @@ export class ControlServer {
     if (id.trustDomain !== this.ca.trustDomain) return fail(grpc.status.PERMISSION_DENIED, `identity ${id} is not in trust domain ${this.ca.trustDomain}`);
     if (!this.entitlements.has(`${node}|${id.namespace}|${id.serviceAccount}`)) return fail(grpc.status.PERMISSION_DENIED, `no pod with service account ${id.namespace}/${id.serviceAccount} runs on node ${node}`);
     try {
+      const signerRoot = this.signerRoot;
       const issued = await this.ca.signCsr(call.request.csrPem, id, { ttlSeconds: this.certTtlSeconds });
+      if (issued.notAfter > (this.leavesUntil.get(signerRoot) ?? new Date(0))) this.leavesUntil.set(signerRoot, issued.notAfter);
       this.log.info({ identity: id.toString(), node, serial: issued.serial, notAfter: issued.notAfter.toISOString() }, 'certificate issued');
       cb(null, { certPem: issued.certPem, chainPem: issued.chainPem, rootsPem: issued.rootsPem });
     } catch (err) {

@@ -3,6 +3,7 @@ import { EventEmitter } from 'node:events';
 import { ControlClient, channelOptions, type SignResponse } from '../shared/control/protocol.js';
 import type { MeshUpdate } from '../shared/model/types.js';
 import type { Logger } from '../shared/telemetry/log.js';
+import { SettableCertificateProvider, settableChannelCredentials } from '../shared/control/certificate-provider.js';
 
 const BACKOFF_MIN_MS = 200;
 const BACKOFF_MAX_MS = 15_000;
@@ -15,10 +16,13 @@ export class ControlLink extends EventEmitter<{ update: [MeshUpdate]; connected:
   private backoff = BACKOFF_MIN_MS;
   private retryTimer: NodeJS.Timeout | null = null;
   connected = false;
+  /** roots the control plane's serving certificate is verified with, for each new connection */
+  private readonly trust = new SettableCertificateProvider();
 
   constructor(address: string, rootsPem: string, private readonly node: string, private readonly token: string, private readonly log: Logger) {
     super();
-    const creds = grpc.credentials.createSsl(Buffer.from(rootsPem));
+    this.trust.setRoots([rootsPem]);
+    const creds = settableChannelCredentials(this.trust);
     this.client = new ControlClient(address, creds, channelOptions) as unknown as grpc.Client & Record<string, (...args: unknown[]) => unknown>;
   }
 
@@ -54,6 +58,14 @@ export class ControlLink extends EventEmitter<{ update: [MeshUpdate]; connected:
     };
     call.on('error', (err: grpc.ServiceError) => retry(err.details || err.message));
     call.on('end', () => retry('stream ended'));
+  }
+
+  /**
+   * Trusts these roots for the control plane from now on (the bundle it sent: during a root
+   * rotation its serving certificate moves to the new root, and the old one is dropped).
+   */
+  setRoots(rootsPem: readonly string[]): void {
+    if (rootsPem.length > 0) this.trust.setRoots(rootsPem);
   }
 
   /** Asks the CA to sign a CSR for an identity. */

@@ -54,7 +54,8 @@ export const isMeshUpdate = (v: unknown): v is MeshUpdate =>
   Array.isArray(v.workloads) &&
   Array.isArray(v.services) &&
   Array.isArray(v.removedWorkloads) &&
-  Array.isArray(v.removedServices);
+  Array.isArray(v.removedServices) &&
+  (v.roots === undefined || (Array.isArray(v.roots) && v.roots.every((r) => typeof r === 'string')));
 
 /** The control plane's gRPC service: a config stream per node and the CA. */
 export const controlService = {

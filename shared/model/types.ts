@@ -60,6 +60,8 @@ export interface MeshUpdate {
   peerAuthentications?: PeerAuthentication[];
   removedPolicies?: string[];
   removedPeerAuthentications?: string[];
+  /** every root the mesh trusts now (PEM); in each snapshot, and in a delta when it changed (root rotation) */
+  roots?: string[];
 }
 
 /** A TCP destination as seen by ztunnel. */
