@@ -374,10 +374,11 @@ describe('ambit waypoint', () => {
     });
 
     test('no kubeconfig anywhere', async () => {
-      const r = await run(['list'], { HOME: join(dir, 'home') });
+      // no local mesh either (one would be used when no kubeconfig exists)
+      const r = await run(['list'], { HOME: join(dir, 'home'), AMBIT_STATE_DIR: join(dir, 'no-meshes') });
       assert.equal(r.code, 1);
       assert.equal(r.stderr, 'ambit: no kubeconfig found: set KUBECONFIG, pass --kubeconfig, or create ~/.kube/config\n');
-      const r2 = await run(['list'], { HOME: join(dir, 'home'), KUBECONFIG: join(dir, 'missing.yaml') });
+      const r2 = await run(['list'], { HOME: join(dir, 'home'), AMBIT_STATE_DIR: join(dir, 'no-meshes'), KUBECONFIG: join(dir, 'missing.yaml') });
       assert.equal(r2.stderr, `ambit: KUBECONFIG names ${join(dir, 'missing.yaml')}, and none of them exists\n`);
     });
 
