@@ -30,6 +30,7 @@ export function configDump(s: AdminSources): unknown {
     certificates: s.ctx.certs.list().map((c) => ({ ...c, notBefore: c.notBefore.toISOString(), notAfter: c.notAfter.toISOString() })),
     policies: snap.policies,
     peerAuthentications: snap.peerAuthentications,
+    waypoints: snap.waypoints ?? [],
     recentDenies: s.ctx.tracker.denies.slice(-20),
     pool: s.ctx.pool.stats(),
   };
