@@ -66,12 +66,23 @@ describe('waypoint L7: gRPC, WebSocket, h2load, retries, timeouts, faults, mirro
     assert.equal(r.code, 0, r.stderr);
     return JSON.parse(r.stdout) as AppStats;
   };
-  const accessLog = async (): Promise<AccessLine[]> => {
-    const text = await readFile(join(mesh.stateDir, mesh.name, 'logs', 'pod-shop-waypoint-0-waypoint.log'), 'utf8');
-    return text
-      .split('\n')
-      .filter((l) => l.includes('"type":"access"'))
-      .map((l) => JSON.parse(l) as AccessLine);
+  const waypointLog = async (): Promise<string[]> => (await readFile(join(mesh.stateDir, mesh.name, 'logs', 'pod-shop-waypoint-0-waypoint.log'), 'utf8')).split('\n');
+  /**
+   * The waypoint's access-log lines that `pick` selects, once there are `n` of them (a line is
+   * written when the request is done, which may be just after the client has its answer); after
+   * 5 s, whatever there is.
+   */
+  const accessLog = async (pick: (l: AccessLine) => boolean, n: number): Promise<AccessLine[]> => {
+    let lines: AccessLine[] = [];
+    for (let i = 0; i < 25; i++) {
+      lines = (await waypointLog())
+        .filter((l) => l.includes('"type":"access"'))
+        .map((l) => JSON.parse(l) as AccessLine)
+        .filter(pick);
+      if (lines.length >= n) break;
+      await sleep(200);
+    }
+    return lines;
   };
   const waypointGet = async (port: number, path: string): Promise<string> => {
     const r = await httpInNetns(`/run/netns/${pod('waypoint-0').netns}`, { host: '127.0.0.1', port, path });
@@ -145,14 +156,16 @@ describe('waypoint L7: gRPC, WebSocket, h2load, retries, timeouts, faults, mirro
     assert.deepEqual(out.stream.pods, { 'shop/grpc-v1': 50 });
     assert.equal(out.stream.code, 0);
     assert.deepEqual(out.stream.trailers, { 'x-echo-pod': 'shop/grpc-v1', 'x-echo-count': '50' });
+    // every call went through the waypoint (one access-log line each)
+    const log = await accessLog((l) => l.path.startsWith('/ambit.test.Echo/'), 42);
+    assert.equal(log.length, 42);
+    assert.equal(log.filter((l) => l.path === '/ambit.test.Echo/Canary' && l['dst.workload'] === 'shop/grpc-v2').length, 20);
+    assert.equal(log.filter((l) => l['grpc.status'] === 5).length, 1);
     // the waypoint saw gRPC and counted grpc_response_status
     const grpc = [/reporter="waypoint"/, /request_protocol="grpc"/, /source_principal="spiffe:\/\/cluster.local\/ns\/shop\/sa\/client"/];
     assert.equal(await requests(...grpc, /destination_service_name="grpc-v1"/, /grpc_response_status="5"/), 1);
     assert.equal(await requests(...grpc, /destination_service_name="grpc-v1"/, /grpc_response_status="0"/), 21);
     assert.equal(await requests(...grpc, /destination_service_name="grpc-v2"/, /grpc_response_status="0"/), 20);
-    const log = (await accessLog()).filter((l) => l.path.startsWith('/ambit.test.Echo/'));
-    assert.equal(log.filter((l) => l.path === '/ambit.test.Echo/Canary' && l['dst.workload'] === 'shop/grpc-v2').length, 20);
-    assert.equal(log.filter((l) => l['grpc.status'] === 5).length, 1);
   });
 
   test('WebSocket: the HTTP/1.1 Upgrade passes the waypoint and messages echo both ways', async () => {
@@ -160,7 +173,7 @@ describe('waypoint L7: gRPC, WebSocket, h2load, retries, timeouts, faults, mirro
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown>;
     assert.deepEqual(out, { status: 101, acceptOk: true, pod: 'shop/web', echoed: 8, mismatched: 0, closed: true, error: null });
-    const log = (await accessLog()).filter((l) => l.path === '/ws');
+    const log = await accessLog((l) => l.path === '/ws', 1);
     assert.equal(log.length, 1, 'the upgrade went through the waypoint');
     assert.equal(log[0]!.status, 101);
     assert.equal(log[0]!['dst.workload'], 'shop/web');
@@ -187,7 +200,7 @@ describe('waypoint L7: gRPC, WebSocket, h2load, retries, timeouts, faults, mirro
     assert.deepEqual(await codes('none'), Array(20).fill('500'));
     assert.deepEqual(await codes('retry'), Array(20).fill('200'));
     assert.equal((await stats('web')).byPrefix.flaky! - seen, 20 + 2 * 20, 'each retried request reached the backend twice');
-    const log = (await accessLog()).filter((l) => l.path.startsWith('/flaky/retry/'));
+    const log = await accessLog((l) => l.path.startsWith('/flaky/retry/'), 20);
     assert.equal(log.length, 20);
     assert.ok(log.every((l) => l.status === 200 && l.attempts === 2), JSON.stringify(log[0]));
   });
@@ -200,7 +213,7 @@ describe('waypoint L7: gRPC, WebSocket, h2load, retries, timeouts, faults, mirro
     assert.ok(Number(m[1]) >= 0.45 && Number(m[1]) < 2.5, `answered after ${m[1]} s`);
     const fast = await curl(['-o', '/dev/null', '-w', '%{http_code}', 'http://web.shop/slow/soon?ms=20']);
     assert.equal(fast.stdout, '200');
-    const line = (await accessLog()).find((l) => l.path === '/slow/late?ms=3000');
+    const [line] = await accessLog((l) => l.path === '/slow/late?ms=3000', 1);
     assert.equal(line?.status, 504);
     assert.equal(line?.flags, 'UT');
   });
@@ -242,8 +255,7 @@ describe('waypoint L7: gRPC, WebSocket, h2load, retries, timeouts, faults, mirro
     await sleep(4500); // baseEjectionTime 4s
     const again = await load('http://pool.shop/two', 20, 1);
     assert.deepEqual(again, { byPod: { 'shop/pool-good': 17, 'shop/pool-bad': 3 }, byStatus: { '200': 17, '500': 3 }, errors: 0 }, 'back in the pool, then ejected again');
-    const text = await readFile(join(mesh.stateDir, mesh.name, 'logs', 'pod-shop-waypoint-0-waypoint.log'), 'utf8');
-    const ejected = text.split('\n').filter((l) => l.includes('"msg":"outlier ejected"'));
+    const ejected = (await waypointLog()).filter((l) => l.includes('"msg":"outlier ejected"'));
     assert.equal(ejected.length, 2);
     assert.match(ejected[0]!, new RegExp(`"endpoint":"${bad.replace(/\./g, '\\.')}".*"reason":"3 consecutive 5xx; ejected for 4000 ms \\(ejection 1\\)"`));
   });
