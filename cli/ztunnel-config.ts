@@ -27,6 +27,17 @@ export interface CertificateEntry {
   notAfter: string;
   state: 'available' | 'pending' | 'failed';
   error?: string;
+  /** serial of the trusted root the leaf chains to */
+  root?: string;
+}
+
+/** A root the ztunnel trusts (during a root rotation, two). */
+export interface TrustRootEntry {
+  serial: string;
+  subject: string;
+  notBefore: string;
+  notAfter: string;
+  fingerprint: string;
 }
 
 /** A pod whose traffic this ztunnel captures. */
@@ -47,6 +58,8 @@ export interface ZtunnelConfigDump {
   services: Service[];
   capturedPods: CapturedPod[];
   certificates: CertificateEntry[];
+  /** absent from ztunnels older than root rotation */
+  trustRoots?: TrustRootEntry[];
   policies: AuthorizationPolicy[];
   peerAuthentications: PeerAuthentication[];
   /** the mesh's waypoints (absent from dumps of ztunnels that predate them) */
@@ -270,7 +283,8 @@ export function selectCertificates(views: readonly NodeView[], opts: Pick<ViewOp
         continue;
       }
       rows.push({ node: v.node, identity: c.identity, type: 'Leaf', status: 'Available', valid: within(c, now), serial: c.serial, notAfter: certTime(c.notAfter), notBefore: certTime(c.notBefore) });
-      const r = opts.root;
+      // the root this leaf chains to, as its ztunnel says (two roots are trusted during a rotation)
+      const r = v.dump.trustRoots?.find((x) => x.serial === c.root) ?? opts.root;
       if (r) rows.push({ node: v.node, identity: c.identity, type: 'Root', status: 'Available', valid: within(r, now), serial: r.serial, notAfter: certTime(r.notAfter), notBefore: certTime(r.notBefore) });
     }
   }

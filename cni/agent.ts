@@ -4,8 +4,8 @@ import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promise
 import { join } from 'node:path';
 import type { KubeObject } from '../shared/config/objects.js';
 import { isAmbient, podInfo } from '../shared/config/translate.js';
-import { installPodRules, removePodRules, stopPodCapture, podRulesInstalled } from '../shared/redirect/apply.js';
-import { AgentClient } from '../shared/nodeagent/protocol.js';
+import { installPodRules, installReturnPath, removePodRules, startPodCapture, stopPodCapture, podRulesInstalled } from '../shared/redirect/apply.js';
+import { AgentClient, type AgentRequest } from '../shared/nodeagent/protocol.js';
 import type { Logger } from '../shared/telemetry/log.js';
 
 /** What the agent knows of a pod from its CNI ADD (the netns and IP only the runtime knows). */
@@ -42,7 +42,37 @@ export function wantsAmbient(objects: KubeObject[], namespace: string, name: str
   return isAmbient(podInfo(pod), nsLabels);
 }
 
-type Tracked = PodRecord & { state: Redirection };
+/** What the agent does to the redirect rules in a pod's netns (shared/redirect/apply.ts). */
+export interface PodRules {
+  /** the full set: return path and capture */
+  install(netns: string): Promise<void>;
+  /** the return path only (ip rule, route, connmark): redirects nothing */
+  installReturnPath(netns: string): Promise<void>;
+  /** the capture (nat redirects), on top of the return path */
+  startCapture(netns: string): Promise<void>;
+  /** removes the capture and keeps the return path; true when there was a capture */
+  stopCapture(netns: string): Promise<boolean>;
+  /** removes everything */
+  remove(netns: string): Promise<void>;
+  /** whether exactly the full set is installed */
+  installed(netns: string): Promise<boolean>;
+}
+
+/** The rules as the node agent applies them: iptables and ip inside the pod netns. */
+export const netnsRules: PodRules = {
+  install: (netns) => installPodRules(netns),
+  installReturnPath: (netns) => installReturnPath(netns),
+  startCapture: (netns) => startPodCapture(netns),
+  stopCapture: (netns) => stopPodCapture(netns),
+  remove: (netns) => removePodRules(netns),
+  installed: (netns) => podRulesInstalled(netns),
+};
+
+/**
+ * `recovered`: loaded from disk at start, so what is installed in its netns is not known
+ * (the agent may have been away while its labels changed).
+ */
+type Tracked = PodRecord & { state: Redirection; recovered: boolean };
 
 const ZTUNNEL_RETRY_MIN_MS = 100;
 const ZTUNNEL_RETRY_MAX_MS = 5000;
@@ -55,6 +85,16 @@ class RequestError extends Error {}
  * rules inside the pod's netns and hands the pod to ztunnel; it follows label changes for
  * running pods (enroll / un-enroll without restart) and re-sends everything to a restarted
  * ztunnel. Pod records survive agent restarts in `stateDir`.
+ *
+ * Order matters for a running pod, whose app may open a connection at any moment: it is
+ * handed to ztunnel (listeners up in its netns) before its traffic is redirected there, and
+ * it stops being redirected before ztunnel lets it go, so no connection meets a port nobody
+ * listens on. A new pod (CNI ADD) is captured first: its app has not started, and if ztunnel
+ * is away its traffic must be refused rather than leave the mesh in plaintext.
+ *
+ * `ambient.istio.io/redirection` says what the pod's traffic meets: absent, not redirected;
+ * `pending`, redirected but ztunnel does not serve the pod (refused, fail closed); `enabled`,
+ * redirected to ztunnel, which serves it.
  */
 export class NodeAgent {
   private readonly pods = new Map<string, Tracked>();
@@ -65,11 +105,15 @@ export class NodeAgent {
   private stopped = false;
   private queue: Promise<unknown> = Promise.resolve();
 
-  constructor(
-    private readonly opts: { node: string; stateDir: string; ztunnelSocket: string; cniSocket: string; view: ClusterView; annotate: Annotator; log: Logger },
-  ) {}
+  private readonly rules: PodRules;
 
-  /** Loads pod records, serves the CNI socket, reconciles and connects to ztunnel. */
+  constructor(
+    private readonly opts: { node: string; stateDir: string; ztunnelSocket: string; cniSocket: string; view: ClusterView; annotate: Annotator; log: Logger; rules?: PodRules },
+  ) {
+    this.rules = opts.rules ?? netnsRules;
+  }
+
+  /** Loads pod records, serves the CNI socket, connects to ztunnel and reconciles. */
   async start(): Promise<void> {
     const dir = join(this.opts.stateDir, 'pods');
     await mkdir(dir, { recursive: true });
@@ -81,15 +125,21 @@ export class NodeAgent {
           await rm(join(dir, f), { force: true });
           continue;
         }
-        this.pods.set(`${rec.namespace}/${rec.name}`, { ...rec, state: null });
+        this.pods.set(`${rec.namespace}/${rec.name}`, { ...rec, state: null, recovered: true });
       } catch (err) {
         this.opts.log.warn({ file: f, err: (err as Error).message }, 'unreadable pod record skipped');
       }
     }
-    this.opts.view.on('change', () => void this.serial(() => this.reconcile()));
     await this.serve();
-    await this.serial(() => this.reconcile());
-    this.connectZtunnel();
+    // ztunnel before the first reconcile, so running pods enrolled now are handed to it before
+    // their rules go in; that reconcile also re-sends the pods enrolled before the restart.
+    const client = await AgentClient.connect(this.opts.ztunnelSocket, 2000).catch(() => null);
+    const first = client ? this.attach(client) : this.serial(() => this.reconcile());
+    this.opts.view.on('change', () => {
+      if (!this.stopped) void this.serial(() => this.reconcile());
+    });
+    await first;
+    if (!client) this.scheduleZtunnel();
   }
 
   /** Runs agent work one piece at a time, so rules and ztunnel messages never interleave. */
@@ -110,34 +160,83 @@ export class NodeAgent {
     await rename(`${file}.tmp`, file);
   }
 
-  /** Brings every known pod to what its labels ask for. */
-  async reconcile(): Promise<void> {
+  /**
+   * Brings every known pod to what its labels ask for. With `resend` (ztunnel just connected)
+   * pods already captured are handed to ztunnel again.
+   */
+  async reconcile(resend = false): Promise<void> {
     const objects = this.opts.view.objects();
     for (const [key, rec] of this.pods) {
       const want = wantsAmbient(objects, rec.namespace, rec.name);
       try {
-        if (want && rec.state === null) await this.enroll(rec);
-        else if (!want && rec.state !== null) await this.unenroll(rec, false);
+        if (want) {
+          if (rec.state === null) await this.enroll(rec);
+          else if (resend) await this.handOver(rec);
+        } else if (rec.state !== null) await this.unenroll(rec, false);
+        else if (rec.recovered) await this.dropLeftoverCapture(rec);
+        rec.recovered = false;
       } catch (err) {
         this.opts.log.error({ pod: key, err: (err as Error).message }, 'reconcile failed for pod');
       }
     }
   }
 
+  /**
+   * Enrolls a running pod: return path, then ztunnel (its ack means the pod's listeners are
+   * up), then the capture. Without ztunnel, or if it does not take the pod, the pod is
+   * captured anyway and stays pending: its new connections are refused until ztunnel takes
+   * it, never sent around the mesh.
+   */
   private async enroll(rec: Tracked): Promise<void> {
-    await installPodRules(rec.netns); // idempotent: after an agent restart it finds them in place
-    rec.state = 'pending';
-    await this.opts.annotate(rec.namespace, rec.name, 'pending');
-    await this.sendAdd(rec);
+    const pod = `${rec.namespace}/${rec.name}`;
+    const z = this.ztunnel;
+    if (!z) {
+      await this.capture(rec);
+      this.opts.log.warn({ pod }, 'ztunnel not connected: the pod is captured and its traffic refused until ztunnel is back');
+      return;
+    }
+    // idempotent: after an agent restart it finds the rules of a pod enrolled before in place
+    await this.rules.installReturnPath(rec.netns);
+    try {
+      await z.send(this.addMessage(rec), ADD_ACK_WAIT_MS);
+    } catch (err) {
+      this.opts.log.error({ pod, err: (err as Error).message }, 'ztunnel did not take the pod: it is captured and its traffic refused until ztunnel takes it');
+      await this.capture(rec);
+      return;
+    }
+    try {
+      await this.rules.startCapture(rec.netns);
+    } catch (err) {
+      // not captured, so ztunnel must not keep serving it either
+      await z.send({ type: 'del', uid: rec.uid }).catch(() => undefined);
+      throw err;
+    }
+    await this.enabled(rec);
   }
 
-  private async sendAdd(rec: Tracked): Promise<void> {
+  /** Redirects the pod's traffic to ztunnel before ztunnel serves it (refused until then). */
+  private async capture(rec: Tracked): Promise<void> {
+    await this.rules.install(rec.netns); // idempotent
+    rec.state = 'pending';
+    await this.opts.annotate(rec.namespace, rec.name, 'pending');
+  }
+
+  /** Hands a captured pod to ztunnel and waits for its ack (listeners up). */
+  private async handOver(rec: Tracked): Promise<void> {
     const z = this.ztunnel;
     if (!z) {
       this.opts.log.warn({ pod: `${rec.namespace}/${rec.name}` }, 'ztunnel not connected: the pod is captured and its traffic refused until ztunnel is back');
       return;
     }
-    await z.send({ type: 'add', uid: rec.uid, name: rec.name, namespace: rec.namespace, serviceAccount: this.serviceAccount(rec), ip: rec.ip, netns: rec.netns }, ADD_ACK_WAIT_MS);
+    await z.send(this.addMessage(rec), ADD_ACK_WAIT_MS);
+    await this.enabled(rec);
+  }
+
+  private addMessage(rec: Tracked): AgentRequest {
+    return { type: 'add', uid: rec.uid, name: rec.name, namespace: rec.namespace, serviceAccount: this.serviceAccount(rec), ip: rec.ip, netns: rec.netns };
+  }
+
+  private async enabled(rec: Tracked): Promise<void> {
     rec.state = 'enabled';
     await this.opts.annotate(rec.namespace, rec.name, 'enabled');
     this.opts.log.info({ pod: `${rec.namespace}/${rec.name}`, ip: rec.ip }, 'pod enrolled');
@@ -148,12 +247,16 @@ export class NodeAgent {
     return pod ? podInfo(pod).serviceAccount : 'default';
   }
 
-  /** Leaves the mesh: new connections are no longer captured; open ones finish through ztunnel. */
+  /**
+   * Leaves the mesh: the capture goes first, then ztunnel lets the pod go, so no new
+   * connection is redirected to a listener that is closing. A running pod keeps the return
+   * path: connections ztunnel already carries for it finish normally.
+   */
   private async unenroll(rec: Tracked, podGone: boolean): Promise<void> {
     if (podGone) {
-      if (existsSync(rec.netns)) await removePodRules(rec.netns);
+      if (existsSync(rec.netns)) await this.rules.remove(rec.netns);
     } else {
-      await stopPodCapture(rec.netns);
+      await this.rules.stopCapture(rec.netns);
     }
     try {
       await this.ztunnel?.send({ type: 'del', uid: rec.uid });
@@ -165,37 +268,47 @@ export class NodeAgent {
     this.opts.log.info({ pod: `${rec.namespace}/${rec.name}` }, 'pod left the mesh');
   }
 
+  /** After a restart: a pod whose labels no longer ask for ambient may still be captured from before. */
+  private async dropLeftoverCapture(rec: Tracked): Promise<void> {
+    if (!existsSync(rec.netns) || !(await this.rules.stopCapture(rec.netns))) return;
+    await this.ztunnel?.send({ type: 'del', uid: rec.uid }).catch(() => undefined);
+    await this.opts.annotate(rec.namespace, rec.name, null);
+    this.opts.log.info({ pod: `${rec.namespace}/${rec.name}` }, 'pod left the mesh');
+  }
+
   private connectZtunnel(): void {
     if (this.stopped) return;
     AgentClient.connect(this.opts.ztunnelSocket, 2000).then(
-      (client) => {
-        this.ztunnelBackoff = ZTUNNEL_RETRY_MIN_MS;
-        client.onClose(() => {
-          if (this.ztunnel === client) this.ztunnel = null;
-          for (const rec of this.pods.values()) {
-            if (rec.state !== 'enabled') continue;
-            rec.state = 'pending';
-            void this.opts.annotate(rec.namespace, rec.name, 'pending');
-          }
-          if (!this.stopped) this.opts.log.warn('ztunnel connection lost; captured pods are refused until it is back');
-          this.scheduleZtunnel();
-        });
-        void this.serial(async () => {
-          this.ztunnel = client;
-          this.opts.log.info('connected to ztunnel; sending the pod snapshot');
-          for (const rec of this.pods.values()) {
-            if (rec.state === null) continue;
-            try {
-              await this.sendAdd(rec);
-            } catch (err) {
-              this.opts.log.error({ pod: `${rec.namespace}/${rec.name}`, err: (err as Error).message }, 'ztunnel refused pod');
-            }
-          }
-          await client.send({ type: 'snapshot-sent' }).catch((err: Error) => this.opts.log.warn({ err: err.message }, 'snapshot marker not acknowledged'));
-        });
-      },
+      (client) => void this.attach(client),
       () => this.scheduleZtunnel(),
     );
+  }
+
+  /**
+   * A (re)connected ztunnel: every pod the agent captures is sent, pods enrolled meanwhile
+   * are handed over, then the snapshot marker lets ztunnel drop the pods nobody sent.
+   */
+  private attach(client: AgentClient): Promise<void> {
+    this.ztunnelBackoff = ZTUNNEL_RETRY_MIN_MS;
+    let closed = false;
+    client.onClose(() => {
+      closed = true;
+      if (this.ztunnel === client) this.ztunnel = null;
+      for (const rec of this.pods.values()) {
+        if (rec.state !== 'enabled') continue;
+        rec.state = 'pending';
+        void this.opts.annotate(rec.namespace, rec.name, 'pending');
+      }
+      if (!this.stopped) this.opts.log.warn('ztunnel connection lost; captured pods are refused until it is back');
+      this.scheduleZtunnel();
+    });
+    return this.serial(async () => {
+      if (closed) return;
+      this.ztunnel = client;
+      this.opts.log.info('connected to ztunnel; sending the pod snapshot');
+      await this.reconcile(true);
+      await client.send({ type: 'snapshot-sent' }).catch((err: Error) => this.opts.log.warn({ err: err.message }, 'snapshot marker not acknowledged'));
+    });
   }
 
   private scheduleZtunnel(): void {
@@ -210,13 +323,15 @@ export class NodeAgent {
     return this.serial(async () => {
       const ip = req.ips.find((a) => !a.includes(':')) ?? req.ips[0]!;
       const key = `${req.podNamespace}/${req.podName}`;
-      const rec: Tracked = { namespace: req.podNamespace, name: req.podName, uid: req.podUid || key, containerId: req.containerId, netns: req.netns, ip, state: null };
+      const rec: Tracked = { namespace: req.podNamespace, name: req.podName, uid: req.podUid || key, containerId: req.containerId, netns: req.netns, ip, state: null, recovered: false };
       const old = this.pods.get(key);
       if (old && old.containerId !== req.containerId && old.state !== null) await this.unenroll(old, true);
       this.pods.set(key, rec);
       await this.saveRecord(rec);
       if (!wantsAmbient(this.opts.view.objects(), rec.namespace, rec.name)) return { ambient: false, redirection: null };
-      await this.enroll(rec);
+      // the app has not started: capture first, so that without ztunnel nothing leaves in plaintext
+      await this.capture(rec);
+      await this.handOver(rec);
       return { ambient: true, redirection: rec.state };
     });
   }
@@ -236,7 +351,7 @@ export class NodeAgent {
   /** CNI CHECK: an ambient pod must have exactly its rules. */
   async cniCheck(req: { podNamespace: string; podName: string; netns: string }): Promise<string | null> {
     if (!wantsAmbient(this.opts.view.objects(), req.podNamespace, req.podName)) return null;
-    return (await podRulesInstalled(req.netns)) ? null : `redirect rules of ${req.podNamespace}/${req.podName} are missing or differ`;
+    return (await this.rules.installed(req.netns)) ? null : `redirect rules of ${req.podNamespace}/${req.podName} are missing or differ`;
   }
 
   /** Pods and their redirection state, for status views. */

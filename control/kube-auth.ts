@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Metadata } from '@grpc/grpc-js';
 import { AuthenticationV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
-import type { NodeAuthenticator } from './auth.js';
+import type { NodeAuthenticator, WaypointCaller } from './auth.js';
 import { kubeError, withTimeout } from '../shared/config/kube-client.js';
 import type { Logger } from '../shared/telemetry/log.js';
 
@@ -76,6 +76,8 @@ export class AuthenticationError extends Error {
 
 interface Entry {
   node: string | null;
+  /** a ServiceAccount other than ztunnel's: a waypoint, if a waypoint pod runs as it (the control plane checks) */
+  waypoint?: WaypointCaller | null;
   refusal: string | null;
   expires: number;
 }
@@ -118,10 +120,10 @@ export class TokenReviewAuthenticator implements NodeAuthenticator {
     return `system:serviceaccount:${this.sa.namespace}:${this.sa.name}`;
   }
 
-  async authenticate(metadata: Metadata): Promise<string> {
+  private async entry(metadata: Metadata, what: string): Promise<Entry> {
     const header = metadata.get('authorization')[0];
     const token = typeof header === 'string' && /^Bearer\s+/i.test(header) ? header.replace(/^Bearer\s+/i, '').trim() : '';
-    if (!token) throw new AuthenticationError('missing bearer token (the ztunnel ServiceAccount token)');
+    if (!token) throw new AuthenticationError(`missing bearer token (the ${what} ServiceAccount token)`);
     const key = createHash('sha256').update(token).digest('hex');
     const now = this.now();
     let entry = this.cache.get(key);
@@ -135,7 +137,20 @@ export class TokenReviewAuthenticator implements NodeAuthenticator {
       entry = await pending;
     }
     if (entry.refusal !== null) throw new AuthenticationError(entry.refusal);
-    return entry.node!;
+    return entry;
+  }
+
+  async authenticate(metadata: Metadata): Promise<string> {
+    const e = await this.entry(metadata, 'ztunnel');
+    if (e.node === null) throw new AuthenticationError(`${e.waypoint ? `system:serviceaccount:${e.waypoint.namespace}:${e.waypoint.serviceAccount}` : 'the caller'} is not the ztunnel ServiceAccount (${this.username})`);
+    return e.node;
+  }
+
+  /** A waypoint's projected token: any ServiceAccount but ztunnel's; the control plane then checks a waypoint pod runs as it. */
+  async authenticateWaypoint(metadata: Metadata): Promise<WaypointCaller> {
+    const e = await this.entry(metadata, 'waypoint');
+    if (!e.waypoint) throw new AuthenticationError('the ztunnel ServiceAccount cannot speak for a waypoint');
+    return e.waypoint;
   }
 
   private remember(key: string, e: Entry): Entry {
@@ -165,7 +180,13 @@ export class TokenReviewAuthenticator implements NodeAuthenticator {
       return refuse(`token is not meant for audience "${this.opts.audience}"`);
     }
     const username = status.user?.username ?? '';
-    if (username !== this.username) return refuse(`${username || 'the caller'} is not the ztunnel ServiceAccount (${this.username})`);
+    const exp = jwtExpiryMs(token);
+    const ttl = this.opts.cacheTtlMs ?? 60_000;
+    if (username !== this.username) {
+      const m = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(username);
+      if (!m) return refuse(`${username || 'the caller'} is not the ztunnel ServiceAccount (${this.username}) nor another ServiceAccount`);
+      return this.remember(key, { node: null, waypoint: { namespace: m[1]!, serviceAccount: m[2]! }, refusal: null, expires: Math.min(now + ttl, exp ?? Infinity) });
+    }
     const extra = status.user?.extra ?? {};
     let node = extra[EXTRA_NODE_NAME]?.[0] ?? '';
     if (!node) {
@@ -178,8 +199,6 @@ export class TokenReviewAuthenticator implements NodeAuthenticator {
       if (!pod.nodeName) return refuse(`the pod ${this.sa.namespace}/${podName} is not scheduled on a node`);
       node = pod.nodeName;
     }
-    const exp = jwtExpiryMs(token);
-    const ttl = this.opts.cacheTtlMs ?? 60_000;
     return this.remember(key, { node, refusal: null, expires: Math.min(now + ttl, exp ?? Infinity) });
   }
 }

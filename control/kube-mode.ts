@@ -2,7 +2,6 @@
  * The control plane in a cluster (`ambit-control --source kube`): objects from the API server,
  * ztunnels authenticated by TokenReview, the CA from its Secret, and the waypoint controller.
  */
-import * as grpc from '@grpc/grpc-js';
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { kubeError, loadKubeConfig, withTimeout } from '../shared/config/kube-client.js';
 import { KubeSource } from '../shared/config/kube-source.js';
@@ -10,7 +9,10 @@ import { CONTROL_SERVER_NAME } from '../shared/control/protocol.js';
 import type { Logger } from '../shared/telemetry/log.js';
 import { ControlServer } from './server.js';
 import { TokenReviewAuthenticator } from './kube-auth.js';
-import { CA_SECRET_NAME, CA_SECRET_NAMESPACE, kubeCaSecretApi, loadOrCreateCa, publishRoots } from './ca-secret.js';
+import { CA_SECRET_NAME, CA_SECRET_NAMESPACE, caFromSecretData, kubeCaSecretApi, loadOrCreateCa, publishRoots } from './ca-secret.js';
+import { ServingCertificate } from './serving.js';
+import type { CertificateAuthority } from '../shared/identity/ca.js';
+import { fingerprintOf, sameRoots, summarizeRoot } from '../shared/identity/trust.js';
 import { WaypointController } from './waypoints.js';
 import { startDashboard } from './dashboard/start.js';
 
@@ -28,6 +30,13 @@ export interface KubeControlOptions {
   controlAddress?: string;
   /** the dashboard's host:port, or "off" */
   dashboard?: string;
+  /** how often the CA Secret is read again (root rotation); default 30 s */
+  caReloadSeconds?: number;
+}
+
+/** Whether two CAs sign with the same certificate and trust the same roots. */
+function sameCa(a: CertificateAuthority, b: CertificateAuthority): boolean {
+  return fingerprintOf(a.certPem) === fingerprintOf(b.certPem) && sameRoots(a.rootsPem(), b.rootsPem());
 }
 
 function namespacedName(v: string, flag: string): { namespace: string; name: string } {
@@ -60,7 +69,9 @@ export async function runKubeControlPlane(o: KubeControlOptions, log: Logger): P
   const kc = loadKubeConfig({ kubeconfig: o.kubeconfig, context: o.context });
   const secret = namespacedName(o.caSecret, '--ca-secret');
   const sa = namespacedName(o.ztunnelServiceAccount, '--ztunnel-service-account');
-  const { ca } = await loadOrCreateCa(kubeCaSecretApi(kc), { ...secret, trustDomain: o.trustDomain, log });
+  const secretApi = kubeCaSecretApi(kc);
+  const loaded = await loadOrCreateCa(secretApi, { ...secret, trustDomain: o.trustDomain, log });
+  let ca = loaded.ca;
 
   // Publishing the roots may fail while RBAC or the namespace settle; keep trying in the background.
   let publishTimer: NodeJS.Timeout | null = null;
@@ -100,16 +111,45 @@ export async function runKubeControlPlane(o: KubeControlOptions, log: Logger): P
     log.warn('no --waypoint-image: Gateways of class istio-waypoint are not deployed by this control plane');
   }
 
-  const serving = await ca.issueServing({ dnsNames: [CONTROL_SERVER_NAME, `${CONTROL_SERVER_NAME}.cluster.local`], ipAddresses: o.ip, ttlSeconds: 365 * 24 * 3600 });
-  const creds = grpc.ServerCredentials.createSsl(
-    Buffer.from(ca.rootsPem().join('\n')),
-    [{ cert_chain: Buffer.from([serving.certPem, ...serving.chainPem].join('\n')), private_key: Buffer.from(serving.keyPem) }],
-    false,
-  );
-  const port = await server.listen(o.listen, creds);
+  const serving = new ServingCertificate({ dnsNames: [CONTROL_SERVER_NAME, `${CONTROL_SERVER_NAME}.cluster.local`], ipAddresses: o.ip, ttlSeconds: 365 * 24 * 3600 });
+  await serving.issue(ca);
+  const port = await server.listen(o.listen, serving.credentials());
   log.info({ listen: o.listen, port, caSecret: `${CA_SECRET_NAMESPACE}/${CA_SECRET_NAME}` === o.caSecret ? undefined : o.caSecret }, 'control plane serving (Kubernetes)');
   const dashboard = await startDashboard(o.dashboard ?? 'off', server, log);
+
+  // Root rotation edits the Secret: a new root in root-cert.pem, then a new ca-cert.pem/ca-key.pem
+  // with the old root kept in root-cert.pem, then the old root removed. Read it again now and then.
+  const where = `Secret ${secret.namespace}/${secret.name}`;
+  let reloading = false;
+  const reload = async (): Promise<void> => {
+    if (reloading) return;
+    reloading = true;
+    try {
+      const data = await secretApi.read(secret.namespace, secret.name);
+      if (!data) {
+        log.warn({ secret: `${secret.namespace}/${secret.name}` }, 'CA Secret is gone; keeping the current CA');
+        return;
+      }
+      const next = await caFromSecretData(data, where, o.trustDomain ?? ca.trustDomain);
+      if (sameCa(next, ca)) return;
+      const change = server.setCa(next);
+      await serving.issue(next);
+      ca = next;
+      log.info({ signer: summarizeRoot(next.certPem).serial, roots: next.rootsPem().map((r) => summarizeRoot(r).serial), added: change.added.map((r) => r.serial), removed: change.removed.map((r) => r.serial) }, 'CA reloaded');
+      if (change.rootsChanged) {
+        if (publishTimer) clearTimeout(publishTimer);
+        publish(1000);
+      }
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'CA reload failed; keeping the current CA');
+    } finally {
+      reloading = false;
+    }
+  };
+  const reloadTimer = setInterval(() => void reload(), (o.caReloadSeconds ?? 30) * 1000);
+  reloadTimer.unref();
   return async () => {
+    clearInterval(reloadTimer);
     if (publishTimer) clearTimeout(publishTimer);
     waypoints?.stop();
     source.stop();

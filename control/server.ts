@@ -9,6 +9,7 @@ import type { CertificateAuthority } from '../shared/identity/ca.js';
 import type { NodeAuthenticator, WaypointCaller } from './auth.js';
 import { buildL7Config, waypointConfig, type L7Config } from './waypoint-config.js';
 import { GATEWAY_NAME_LABEL } from '../shared/config/waypoint-names.js';
+import { checkCaChange, fingerprintOf, type CaChange } from '../shared/identity/trust.js';
 import type { Logger } from '../shared/telemetry/log.js';
 import { NodeReports } from './node-reports.js';
 
@@ -53,13 +54,47 @@ export class ControlServer {
   private server: grpc.Server | null = null;
   /** what each node's ztunnel last reported (connections, certificates, denies) */
   readonly reports = new NodeReports();
+  /** the roots every ztunnel is given (Sign responses and the Watch stream) */
+  private roots: string[];
+  private signerRoot: string;
+  /** latest expiry of the leaves issued under each root (by fingerprint), to warn before dropping a root still in use */
+  private readonly leavesUntil = new Map<string, Date>();
 
   constructor(
-    private readonly ca: CertificateAuthority,
+    private ca: CertificateAuthority,
     private readonly auth: NodeAuthenticator,
     private readonly log: Logger,
     private readonly certTtlSeconds = 24 * 3600,
-  ) {}
+  ) {
+    this.roots = ca.rootsPem();
+    this.signerRoot = fingerprintOf(ca.signerRootPem());
+  }
+
+  /**
+   * Replaces the CA (root rotation): leaves are signed by the new one from now on, and when the
+   * trusted roots changed every connected ztunnel is sent the new bundle at once, without
+   * waiting for a renewal. Throws, keeping the current CA, when the change is refused.
+   */
+  setCa(next: CertificateAuthority): CaChange {
+    const change = checkCaChange(this.ca.view(), next.view(), this.leavesUntil);
+    if (change.error) throw new Error(change.error);
+    this.ca = next;
+    this.signerRoot = fingerprintOf(next.signerRootPem());
+    for (const w of change.warnings) this.log.warn({ warning: w }, 'CA change');
+    if (change.rootsChanged) {
+      this.roots = next.rootsPem();
+      this.version++;
+      const update: MeshUpdate = { type: 'delta', version: this.version, workloads: [], services: [], removedWorkloads: [], removedServices: [], roots: this.roots };
+      for (const s of this.subscribers) s.call.write(update);
+      for (const w of this.waypointSubscribers) this.sendWaypoint(w);
+    }
+    return change;
+  }
+
+  /** The roots ztunnels are given now. */
+  trustedRoots(): string[] {
+    return [...this.roots];
+  }
 
   /** Replaces the desired state; connected ztunnels get only what changed. */
   setObjects(objects: KubeObject[]): void {
@@ -166,7 +201,7 @@ export class ControlServer {
     const sub: Subscriber = { node, ip: peerIp(call.getPeer()), call };
     this.subscribers.add(sub);
     this.log.info({ node, peer: call.getPeer() }, 'ztunnel connected');
-    call.write(snapshotUpdate(this.snapshot, this.version));
+    call.write({ ...snapshotUpdate(this.snapshot, this.version), roots: this.roots });
     const done = (): void => {
       if (this.subscribers.delete(sub)) this.log.info({ node }, 'ztunnel disconnected');
     };
@@ -179,10 +214,10 @@ export class ControlServer {
   private sendWaypoint(w: WaypointSubscriber): void {
     const [namespace, name] = w.key.split('/') as [string, string];
     const config = waypointConfig({ namespace, name }, this.snapshot, this.l7, this.ca.trustDomain);
-    const text = JSON.stringify(config);
+    const text = JSON.stringify([config, this.roots]);
     if (text === w.sent) return;
     w.sent = text;
-    w.call.write({ version: this.version, config });
+    w.call.write({ version: this.version, config, roots: this.roots });
   }
 
   /** Authenticates a waypoint's call, or answers it with the refusal and returns null. */
@@ -252,7 +287,9 @@ export class ControlServer {
       if (![...this.waypointPods].some((k) => k.startsWith(`${id.namespace}|${id.serviceAccount}|`))) return fail(grpc.status.PERMISSION_DENIED, `no waypoint pod runs as service account ${id.namespace}/${id.serviceAccount}`);
     } else if (!this.entitlements.has(`${node}|${id.namespace}|${id.serviceAccount}`)) return fail(grpc.status.PERMISSION_DENIED, `no pod with service account ${id.namespace}/${id.serviceAccount} runs on node ${node}`);
     try {
+      const signerRoot = this.signerRoot;
       const issued = await this.ca.signCsr(call.request.csrPem, id, { ttlSeconds: this.certTtlSeconds });
+      if (issued.notAfter > (this.leavesUntil.get(signerRoot) ?? new Date(0))) this.leavesUntil.set(signerRoot, issued.notAfter);
       this.log.info({ identity: id.toString(), ...(waypoint ? { waypoint: `${waypoint.namespace}/${waypoint.serviceAccount}` } : { node }), serial: issued.serial, notAfter: issued.notAfter.toISOString() }, 'certificate issued');
       cb(null, { certPem: issued.certPem, chainPem: issued.chainPem, rootsPem: issued.rootsPem });
     } catch (err) {

@@ -124,6 +124,10 @@ async function main(): Promise<void> {
   let dir: ServiceDirectory | null = null;
   let engine: WaypointEngine | null = null;
   link.on('update', (u) => {
+    if (u.roots && u.roots.length > 0) {
+      link.setRoots(u.roots);
+      if (certs.setRoots(u.roots)) log.info({ roots: u.roots.length }, 'trust bundle changed');
+    }
     config = u.config;
     dir = new ServiceDirectory(u.config);
     if (engine) engine.update(u.config);
@@ -148,8 +152,11 @@ async function main(): Promise<void> {
     connect: (req) => void serve(req),
     rejected: (flag, reason, peer) => log.warn({ flag, reason, peer }, 'HBONE connection refused'),
   });
+  // a renewed certificate or a new trust bundle: new connections in and out use it
   certs.on('renewed', (id, m) => {
-    if (id === identity) hbone.setMaterial(m);
+    if (id !== identity) return;
+    hbone.setMaterial(m);
+    pool.retire(id);
   });
 
   /** One CONNECT: HTTP into the engine, or a plain TCP port passed through to an endpoint. */

@@ -2,6 +2,7 @@ import http from 'node:http';
 import { parseLevel, type Logger } from '../shared/telemetry/log.js';
 import type { ProxyContext } from './context.js';
 import type { PodProxies } from './pods.js';
+import { summarizeRoot } from '../shared/identity/trust.js';
 
 /** What ztunnel's admin endpoints read from. */
 export interface AdminSources {
@@ -28,6 +29,7 @@ export function configDump(s: AdminSources): unknown {
     services: snap.services,
     capturedPods: s.pods.list().map((p) => ({ uid: p.uid, name: p.name, namespace: p.namespace, ip: p.ip, identity: p.identity, netns: p.net.netnsPath })),
     certificates: s.ctx.certs.list().map((c) => ({ ...c, notBefore: c.notBefore.toISOString(), notAfter: c.notAfter.toISOString() })),
+    trustRoots: s.ctx.certs.trustRoots().map(summarizeRoot),
     policies: snap.policies,
     peerAuthentications: snap.peerAuthentications,
     waypoints: snap.waypoints ?? [],

@@ -3,6 +3,7 @@ import { generateKeyAndCsr, describeCertificate } from '../shared/identity/csr.j
 import type { TlsMaterial } from '../shared/hbone/tls.js';
 import type { Logger } from '../shared/telemetry/log.js';
 import { Identity } from '../shared/identity/spiffe.js';
+import { rootOfChain, sameRoots, summarizeRoot } from '../shared/identity/trust.js';
 
 /** Signs a CSR for an identity (the control plane's CA). */
 export type Signer = (identity: string, csrPem: string) => Promise<{ certPem: string; chainPem: string[]; rootsPem: string[] }>;
@@ -14,10 +15,14 @@ export interface CertificateInfo {
   notAfter: Date;
   state: 'available' | 'pending' | 'failed';
   error?: string;
+  /** serial of the trusted root the certificate chains to (during a root rotation: old or new) */
+  root?: string;
 }
 
 interface Entry {
   material: TlsMaterial | null;
+  /** leaf then intermediates, PEM */
+  chain: string[];
   info: CertificateInfo;
   pending: Promise<TlsMaterial> | null;
   renew: NodeJS.Timeout | null;
@@ -30,10 +35,13 @@ const RETRY_MAX_MS = 30_000;
 /**
  * Workload certificates this ztunnel holds, one per identity of its local pods. The key
  * never leaves ztunnel; certificates are renewed at half life, and holders are told so they
- * swap contexts for new connections while open ones keep going.
+ * swap contexts for new connections while open ones keep going. The roots peers are verified
+ * with are the bundle the control plane last sent (it changes during a root rotation, without
+ * waiting for a renewal); before the first one, those of the signing response.
  */
 export class CertificateStore extends EventEmitter<{ renewed: [string, TlsMaterial] }> {
   private readonly entries = new Map<string, Entry>();
+  private roots: string[] | null = null;
 
   constructor(private readonly sign: Signer, private readonly log: Logger) {
     super();
@@ -63,7 +71,7 @@ export class CertificateStore extends EventEmitter<{ renewed: [string, TlsMateri
   private entry(identity: string): Entry {
     let e = this.entries.get(identity);
     if (!e) {
-      e = { material: null, info: { identity, serial: '', notBefore: new Date(0), notAfter: new Date(0), state: 'pending' }, pending: null, renew: null, users: 0 };
+      e = { material: null, chain: [], info: { identity, serial: '', notBefore: new Date(0), notAfter: new Date(0), state: 'pending' }, pending: null, renew: null, users: 0 };
       this.entries.set(identity, e);
     }
     return e;
@@ -73,10 +81,12 @@ export class CertificateStore extends EventEmitter<{ renewed: [string, TlsMateri
     const p = (async () => {
       const { keyPem, csrPem } = await generateKeyAndCsr(Identity.parse(identity));
       const res = await this.sign(identity, csrPem);
-      const material: TlsMaterial = { keyPem, certChainPem: [res.certPem, ...res.chainPem].join('\n'), rootsPem: res.rootsPem };
+      const rootsPem = this.roots ?? res.rootsPem;
+      const material: TlsMaterial = { keyPem, certChainPem: [res.certPem, ...res.chainPem].join('\n'), rootsPem };
       const d = describeCertificate(res.certPem);
       e.material = material;
-      e.info = { identity, serial: d.serial, notBefore: d.notBefore, notAfter: d.notAfter, state: 'available' };
+      e.chain = [res.certPem, ...res.chainPem];
+      e.info = { identity, serial: d.serial, notBefore: d.notBefore, notAfter: d.notAfter, state: 'available', ...rootField(e.chain, rootsPem) };
       this.scheduleRenewal(identity, e, new Date(), d.notAfter);
       this.log.info({ identity, serial: d.serial, notAfter: d.notAfter.toISOString() }, 'certificate ready');
       return material;
@@ -110,6 +120,32 @@ export class CertificateStore extends EventEmitter<{ renewed: [string, TlsMateri
     e.renew.unref();
   }
 
+  /**
+   * Trusts this bundle from now on: every held certificate's holders are given it (as
+   * 'renewed'), so new connections are verified with it. Returns whether holders were told.
+   */
+  setRoots(roots: readonly string[]): boolean {
+    if (roots.length === 0) return false;
+    const current = this.trustRoots();
+    this.roots = [...roots];
+    // the first bundle, or the same roots again: no holder has anything to change
+    if (current.length === 0 || sameRoots(current, roots)) return false;
+    for (const [identity, e] of this.entries) {
+      if (!e.material) continue;
+      e.material = { ...e.material, rootsPem: this.roots };
+      e.info = { ...e.info, root: undefined, ...rootField(e.chain, this.roots) };
+      this.emit('renewed', identity, e.material);
+    }
+    return true;
+  }
+
+  /** The roots peers are verified with now. */
+  trustRoots(): string[] {
+    if (this.roots) return [...this.roots];
+    for (const e of this.entries.values()) if (e.material) return [...e.material.rootsPem];
+    return [];
+  }
+
   /** What the admin endpoint shows. */
   list(): CertificateInfo[] {
     return [...this.entries.values()].map((e) => e.info);
@@ -118,5 +154,15 @@ export class CertificateStore extends EventEmitter<{ renewed: [string, TlsMateri
   close(): void {
     for (const e of this.entries.values()) if (e.renew) clearTimeout(e.renew);
     this.entries.clear();
+  }
+}
+
+/** `{ root: serial }` of the trusted root a chain ends at, or nothing when none of them. */
+function rootField(chain: string[], roots: readonly string[]): { root?: string } {
+  try {
+    const root = rootOfChain(chain, roots);
+    return root ? { root: summarizeRoot(root).serial } : {};
+  } catch {
+    return {};
   }
 }

@@ -4,6 +4,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { ControlClient, channelOptions, type NodeReport, type ReportResponse, type SignResponse } from '../shared/control/protocol.js';
 import type { MeshUpdate } from '../shared/model/types.js';
 import type { Logger } from '../shared/telemetry/log.js';
+import { SettableCertificateProvider, settableChannelCredentials } from '../shared/control/certificate-provider.js';
 
 const BACKOFF_MIN_MS = 200;
 const BACKOFF_MAX_MS = 15_000;
@@ -60,12 +61,15 @@ export class ControlLink<U = MeshUpdate> extends EventEmitter<{ update: [U]; con
   /** the control plane refused the token: read the file again, whatever its signature says */
   private tokenRefused = false;
   connected = false;
+  /** roots the control plane's serving certificate is verified with, for each new connection */
+  private readonly trust = new SettableCertificateProvider();
 
   /** `token`: the token itself, or where to read it for every call (TokenFile). */
   constructor(address: string, rootsPem: string, private readonly node: string, token: string | TokenSource, private readonly log: Logger) {
     super();
     this.tokens = typeof token === 'string' ? { read: () => Promise.resolve(token) } : token;
-    const creds = grpc.credentials.createSsl(Buffer.from(rootsPem));
+    this.trust.setRoots([rootsPem]);
+    const creds = settableChannelCredentials(this.trust);
     this.client = new ControlClient(address, creds, channelOptions) as unknown as grpc.Client & Record<string, (...args: unknown[]) => unknown>;
   }
 
@@ -114,6 +118,14 @@ export class ControlLink<U = MeshUpdate> extends EventEmitter<{ update: [U]; con
       retry(err.details || err.message);
     });
     call.on('end', () => retry('stream ended'));
+  }
+
+  /**
+   * Trusts these roots for the control plane from now on (the bundle it sent: during a root
+   * rotation its serving certificate moves to the new root, and the old one is dropped).
+   */
+  setRoots(rootsPem: readonly string[]): void {
+    if (rootsPem.length > 0) this.trust.setRoots(rootsPem);
   }
 
   private retryLater(reason: string): void {

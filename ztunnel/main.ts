@@ -50,8 +50,14 @@ async function main(): Promise<void> {
     trustDomain: o.trustDomain,
     cursors: new Map(),
   };
+  // a renewed certificate or a new trust bundle: new HBONE connections are made with it
+  ctx.certs.on('renewed', (identity) => ctx.pool.retire(identity));
   let configured = false;
   link.on('update', (u) => {
+    if (u.roots) {
+      link.setRoots(u.roots);
+      if (ctx.certs.setRoots(u.roots)) log.info({ roots: u.roots.length }, 'trust bundle changed');
+    }
     ctx.index.apply(u);
     if (ctx.index.lastPoliciesChanged && configured) {
       const closed = recheckOpenConnections(ctx);

@@ -13,6 +13,16 @@ interface LocalPod {
   outbound: net.Server;
   inboundPlain: net.Server;
   hbone: HboneServer;
+  usage: Usage;
+}
+
+/**
+ * Connections of a pod being handled (accepted and not yet ended). They need the pod's netns
+ * (upstream and app sockets are made there) and its certificate after the pod is released.
+ */
+interface Usage {
+  active: number;
+  released: boolean;
 }
 
 /** The pods this ztunnel captures, each with its three listeners inside the pod's netns. */
@@ -46,12 +56,20 @@ export class PodProxies {
     ctx.certs.retain(identity);
     let podNet: PodNetwork | null = null;
     const servers: { close(): unknown }[] = [];
+    const usage: Usage = { active: 0, released: false };
+    const handled = (work: Promise<void>): void => {
+      usage.active++;
+      void work.finally(() => {
+        if (--usage.active === 0 && usage.released) this.finishRelease(info);
+      });
+    };
+    let info: LocalPodInfo;
     try {
       const material = await ctx.certs.get(identity);
       podNet = PodNetwork.open(msg.netns);
-      const info: LocalPodInfo = { uid: msg.uid, name: msg.name, namespace: msg.namespace, serviceAccount: msg.serviceAccount, ip: msg.ip, identity, net: podNet };
+      info = { uid: msg.uid, name: msg.name, namespace: msg.namespace, serviceAccount: msg.serviceAccount, ip: msg.ip, identity, net: podNet };
       const hbone = new HboneServer(material, ctx.trustDomain, {
-        connect: (req) => void handleInboundHbone(ctx, info, req),
+        connect: (req) => handled(handleInboundHbone(ctx, info, req)),
         rejected: (flag, reason, peer) => {
           ctx.metrics.rejected.inc({ reason: flag, listener: 'hbone' });
           ctx.log.warn({ pod: `${msg.namespace}/${msg.name}`, 'src.addr': peer, flags: flag, error: reason }, 'inbound HBONE refused');
@@ -59,11 +77,11 @@ export class PodProxies {
       });
       servers.push(hbone);
       await hbone.listenFd(podNet.listenFd(PORTS.inboundHbone));
-      const outbound = await this.serve(podNet.listenFd(PORTS.outbound), (s) => void handleOutbound(ctx, info, s));
+      const outbound = await this.serve(podNet.listenFd(PORTS.outbound), (s) => handled(handleOutbound(ctx, info, s)));
       servers.push(outbound);
-      const inboundPlain = await this.serve(podNet.listenFd(PORTS.inboundPlaintext), (s) => void handleInboundPlain(ctx, info, s));
+      const inboundPlain = await this.serve(podNet.listenFd(PORTS.inboundPlaintext), (s) => handled(handleInboundPlain(ctx, info, s)));
       servers.push(inboundPlain);
-      this.pods.set(msg.uid, { info, outbound, inboundPlain, hbone });
+      this.pods.set(msg.uid, { info, outbound, inboundPlain, hbone, usage });
       ctx.log.info({ pod: `${msg.namespace}/${msg.name}`, ip: msg.ip, identity, netns: msg.netns }, 'pod captured');
     } catch (err) {
       for (const s of servers) s.close();
@@ -85,19 +103,33 @@ export class PodProxies {
     });
   }
 
-  /** Stops capturing a pod: listeners close, open connections carry on until they end. */
+  /**
+   * Stops capturing a pod: listeners close, open connections carry on until they end (the
+   * pod's netns and certificate are kept for them until the last one has).
+   */
   async remove(uid: string): Promise<boolean> {
     await this.adding.get(uid)?.catch(() => undefined);
     const p = this.pods.get(uid);
     if (!p) return false;
     this.pods.delete(uid);
+    // The node agent removes the pod's redirects before it releases the pod, but connections
+    // redirected just before may still wait in a listener's backlog, and closing the listener
+    // would reset them. The listener is readable in the same poll as this request: let that
+    // poll phase accept them first.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     p.outbound.close();
     p.inboundPlain.close();
     void p.hbone.close();
-    p.info.net.close();
-    this.ctx.certs.release(p.info.identity);
-    this.ctx.log.info({ pod: `${p.info.namespace}/${p.info.name}` }, 'pod released');
+    p.usage.released = true;
+    if (p.usage.active === 0) this.finishRelease(p.info);
+    this.ctx.log.info({ pod: `${p.info.namespace}/${p.info.name}`, connections: p.usage.active }, 'pod released');
     return true;
+  }
+
+  /** Closes a released pod's netns and lets its certificate go, once no connection needs them. */
+  private finishRelease(info: LocalPodInfo): void {
+    info.net.close();
+    this.ctx.certs.release(info.identity);
   }
 
   /** Removes every pod not in `keep` (after an agent's snapshot). */

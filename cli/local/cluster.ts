@@ -175,6 +175,8 @@ export async function up(o: UpOptions): Promise<LocalState> {
     const ca = await CertificateAuthority.generate({ commonName: `ambit local root (${o.name})` });
     await writeFile(join(dir, 'ca', 'root-cert.pem'), ca.certPem);
     await writeFile(join(dir, 'ca', 'root-key.pem'), ca.keyPem(), { mode: 0o600 });
+    // roots trusted beside the signer's: empty until `ambit local rotate-ca` adds one
+    await writeFile(join(dir, 'ca', 'trusted-roots.pem'), '');
     const tokens: Record<string, string> = {};
     for (const n of plan.nodes) {
       const t = randomBytes(24).toString('hex');
@@ -258,6 +260,7 @@ async function startControl(state: LocalState, plan: MeshPlan, o: UpOptions): Pr
     '--config', join(state.dir, 'config'),
     '--ca-cert', join(state.dir, 'ca', 'root-cert.pem'),
     '--ca-key', join(state.dir, 'ca', 'root-key.pem'),
+    '--trusted-roots', join(state.dir, 'ca', 'trusted-roots.pem'),
     '--node-tokens', join(state.dir, 'ca', 'node-tokens.json'),
     '--listen', `${plan.fabric.ip}:${CONTROL_PORT}`,
     '--dashboard', `127.0.0.1:${DASHBOARD_PORT}`,

@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import { apply, deleteObjects, down, findPod, label, startDaemon, stopDaemon, netnsPath, readState, redirections, up, PrerequisiteError, checkPrerequisites, type LocalState } from './cluster.js';
 import { alive } from './system.js';
 import { progressFor } from './progress.js';
+import { ROTATION_PHASES, rotateAll, rotateStep, type RotationPhase } from './ca-rotation.js';
 import { httpInNetns } from '../../shared/netns/http.js';
 
 const DEFAULT_STATE_ROOT = process.env.AMBIT_STATE_DIR ?? '/run/ambit';
@@ -167,6 +168,18 @@ export function localCommand(): Command {
         console.log(`${component}${component === 'control' ? '' : ` on ${o.node}`} ${verb === 'stop' ? 'stopped' : `running (pid ${p.pid})`}`);
       });
   }
+
+  common(local.command('rotate-ca'))
+    .description('replace the mesh root CA with a new one while traffic flows: add (both roots trusted), switch (the new root signs), drop (the old root is no longer trusted, once its leaves expired); without --phase, every remaining step with the waits between them')
+    .addOption(new Option('--phase <phase>', 'run one step only').choices([...ROTATION_PHASES]))
+    .option('--force', 'drop the old root before every leaf it signed has expired (workloads holding one are refused until they renew)')
+    .action(async (o: { name: string; stateDir: string; phase?: RotationPhase; force?: boolean }) => {
+      await checkPrerequisites();
+      const s = await mustState(o.stateDir, o.name);
+      const say = (l: string): void => console.log(l);
+      if (o.phase) await rotateStep(s, o.phase, { say, ...(o.force ? { force: true } : {}) });
+      else await rotateAll(s, { say });
+    });
 
   common(local.command('down'))
     .description('remove every namespace, veth, rule and process of a local mesh')

@@ -16,6 +16,8 @@ export interface WaypointWatchRequest {
 export interface WaypointUpdate {
   version: number;
   config: WaypointConfig;
+  /** every root the mesh trusts now (PEM), as ztunnels get them on Watch (root rotation) */
+  roots?: string[];
 }
 export interface SignRequest {
   csrPem: string;
@@ -208,7 +210,8 @@ export const isMeshUpdate = (v: unknown): v is MeshUpdate =>
   Array.isArray(v.workloads) &&
   Array.isArray(v.services) &&
   Array.isArray(v.removedWorkloads) &&
-  Array.isArray(v.removedServices);
+  Array.isArray(v.removedServices) &&
+  (v.roots === undefined || (Array.isArray(v.roots) && v.roots.every((r) => typeof r === 'string')));
 
 /** The control plane's gRPC service: a config stream per node, one per waypoint, the CA, and node reports for the dashboard. */
 export const controlService = {

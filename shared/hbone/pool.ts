@@ -28,7 +28,12 @@ interface PooledSession {
   session: ClientHttp2Session;
   active: number;
   idle: NodeJS.Timeout | null;
+  /** made with a certificate or trust bundle since replaced: no new streams, closed once idle */
+  retired: boolean;
 }
+
+/** A stream the far side did not process; safe to send again on another connection. */
+class Unprocessed extends Error {}
 
 interface PoolEntry {
   sessions: PooledSession[];
@@ -46,10 +51,30 @@ const RESPONSE_TIMEOUT_MS = 15_000;
  */
 export class ConnectionPool {
   private readonly entries = new Map<string, PoolEntry>();
+  /** bumped per source identity by retire(): a connection begun before it is retired once made */
+  private readonly generations = new Map<string, number>();
   private closed = false;
 
-  /** Opens a CONNECT stream and resolves once the far side answered 200. */
+  /**
+   * Opens a CONNECT stream and resolves once the far side answered 200. A stream the far side
+   * never processed (its connection was going away: GOAWAY, REFUSED_STREAM) is tried once more
+   * on another connection, as HTTP/2 allows: a retired or draining connection fails no one.
+   */
   async open(req: TunnelRequest): Promise<ClientHttp2Stream> {
+    try {
+      return await this.openOnce(req);
+    } catch (err) {
+      if (!(err instanceof Unprocessed)) throw err;
+      try {
+        return await this.openOnce(req);
+      } catch (again) {
+        if (again instanceof Unprocessed) throw new MeshError('CONNECT', again.message);
+        throw again;
+      }
+    }
+  }
+
+  private async openOnce(req: TunnelRequest): Promise<ClientHttp2Stream> {
     const pooled = await this.acquire(req);
     pooled.active++;
     if (pooled.idle) {
@@ -58,9 +83,13 @@ export class ConnectionPool {
     }
     let stream: ClientHttp2Stream;
     try {
+      if (pooled.session.closed || pooled.session.destroyed) throw new Unprocessed(`connection to ${formatAddress(req.target)} is closing`);
       stream = pooled.session.request({ ':method': 'CONNECT', ':authority': req.authority, ...req.headers }, { endStream: false });
     } catch (err) {
       this.release(pooled);
+      if (err instanceof Unprocessed || (err as NodeJS.ErrnoException).code === 'ERR_HTTP2_GOAWAY_SESSION' || (err as NodeJS.ErrnoException).code === 'ERR_HTTP2_INVALID_SESSION') {
+        throw new Unprocessed(`tunnel request failed: ${(err as Error).message}`);
+      }
       throw new MeshError('CONNECT', `tunnel request failed: ${(err as Error).message}`);
     }
     stream.once('close', () => this.release(pooled));
@@ -70,13 +99,22 @@ export class ConnectionPool {
         reject(new MeshError('TIMEOUT', `tunnel to ${formatAddress(req.target)} not answered within ${RESPONSE_TIMEOUT_MS} ms`));
         stream.close(h2c.NGHTTP2_CANCEL);
       }, RESPONSE_TIMEOUT_MS);
-      const onError = (err: Error): void => {
+      const onError = (err: NodeJS.ErrnoException): void => {
         clearTimeout(timer);
+        if (err.code === 'ERR_HTTP2_GOAWAY_SESSION' || stream.rstCode === h2c.NGHTTP2_REFUSED_STREAM) {
+          reject(new Unprocessed(`tunnel to ${formatAddress(req.target)} refused before it was processed: ${err.message}`));
+          return;
+        }
         reject(new MeshError('CONNECT', `tunnel to ${formatAddress(req.target)} failed: ${err.message}`));
       };
       stream.once('error', onError);
       stream.once('close', () => {
         clearTimeout(timer);
+        // refused unprocessed: beyond the last stream a GOAWAY accepted, or refused outright
+        if (stream.rstCode === h2c.NGHTTP2_REFUSED_STREAM) {
+          reject(new Unprocessed(`tunnel to ${formatAddress(req.target)} refused before it was processed`));
+          return;
+        }
         reject(new MeshError('UPSTREAM_RESET', `tunnel to ${formatAddress(req.target)} closed before answering`));
       });
       stream.once('response', (headers) => {
@@ -108,7 +146,7 @@ export class ConnectionPool {
       this.entries.set(key, entry);
     }
     for (const s of entry.sessions) {
-      if (s.active < CLIENT_MAX_STREAMS && !s.session.closed && !s.session.destroyed) return s;
+      if (!s.retired && s.active < CLIENT_MAX_STREAMS && !s.session.closed && !s.session.destroyed) return s;
     }
     // Join a connection being opened while it still has room, so a burst opens one connection.
     if (entry.opening && entry.opening.waiting < CLIENT_MAX_STREAMS) {
@@ -125,6 +163,7 @@ export class ConnectionPool {
   }
 
   private async connect(req: TunnelRequest, key: string, entry: PoolEntry): Promise<PooledSession> {
+    const generation = this.generations.get(req.source) ?? 0;
     const material = await req.material();
     let raw: Socket;
     try {
@@ -185,7 +224,8 @@ export class ConnectionPool {
       });
     });
     session.setLocalWindowSize(CONNECTION_WINDOW);
-    const pooled: PooledSession = { session, active: 0, idle: null };
+    // made with material retire() has since replaced: serve the streams waiting on it, then close
+    const pooled: PooledSession = { session, active: 0, idle: null, retired: (this.generations.get(req.source) ?? 0) !== generation };
     entry.sessions.push(pooled);
     this.keepAlive(session);
     const drop = (): void => {
@@ -203,6 +243,12 @@ export class ConnectionPool {
     let outstanding: number | null = null;
     const timer = setInterval(() => {
       if (session.destroyed) return;
+      // closing after a GOAWAY (the server drains it): nghttp2 cancels every PING now, so an
+      // unanswered one says nothing; the streams left run to their end
+      if (session.closed) {
+        clearInterval(timer);
+        return;
+      }
       if (outstanding !== null && Date.now() - outstanding > PING_TIMEOUT_MS) {
         session.destroy(new Error('HBONE peer stopped answering PING'));
         return;
@@ -221,13 +267,41 @@ export class ConnectionPool {
   private release(pooled: PooledSession): void {
     pooled.active--;
     if (pooled.active > 0 || pooled.session.destroyed) return;
+    if (pooled.retired) {
+      pooled.session.close();
+      return;
+    }
     pooled.idle = setTimeout(() => pooled.session.close(), POOL_IDLE_MS);
     pooled.idle.unref();
   }
 
+  /**
+   * Stops using the connections a source identity has open for new streams: its certificate or
+   * trust bundle was replaced, so new streams go on new connections made with the new material.
+   * Streams open on the old connections carry on; each connection closes once its last one ends.
+   */
+  retire(source: string): number {
+    this.generations.set(source, (this.generations.get(source) ?? 0) + 1);
+    let n = 0;
+    const prefix = `${source}|`;
+    for (const [key, e] of this.entries) {
+      if (!key.startsWith(prefix)) continue;
+      for (const s of e.sessions) {
+        if (s.retired) continue;
+        s.retired = true;
+        n++;
+        if (s.active === 0) {
+          if (s.idle) clearTimeout(s.idle);
+          s.session.close();
+        }
+      }
+    }
+    return n;
+  }
+
   /** Connections open now, for the admin view. */
-  stats(): { key: string; connections: number; streams: number }[] {
-    return [...this.entries].map(([key, e]) => ({ key, connections: e.sessions.length, streams: e.sessions.reduce((n, s) => n + s.active, 0) }));
+  stats(): { key: string; connections: number; streams: number; retired: number }[] {
+    return [...this.entries].map(([key, e]) => ({ key, connections: e.sessions.length, streams: e.sessions.reduce((n, s) => n + s.active, 0), retired: e.sessions.filter((s) => s.retired).length }));
   }
 
   /** Closes every pooled connection gracefully (GOAWAY; open streams finish). */

@@ -1,11 +1,12 @@
 import http2, { constants as h2c, type Http2SecureServer, type ServerHttp2Session, type ServerHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
-import type { TLSSocket } from 'node:tls';
+import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
 import type { Identity } from '../identity/spiffe.js';
 import { MeshError } from '../errors.js';
 import { parseAddress, type SocketAddress } from '../model/types.js';
 import { CONNECTION_WINDOW, MAX_SESSION_MEMORY_MB, PING_INTERVAL_MS, PING_TIMEOUT_MS, SERVER_MAX_STREAMS, serverSettings } from './settings.js';
 import { peerIdentity, tlsOptions, type TlsMaterial } from './tls.js';
+import { rootOfChain, sameRoots } from '../identity/trust.js';
 
 /** One verified CONNECT request on an inbound HBONE connection. */
 export interface InboundConnect {
@@ -65,9 +66,15 @@ export class HboneServer {
   private readonly peers = new WeakMap<ServerHttp2Session, string>();
   private readonly badRequests = new WeakMap<ServerHttp2Session, number>();
   private readonly sockets = new Map<string, Socket>();
+  /** open client sessions and the certificate chain each client presented (DER, leaf first) */
+  private readonly sessions = new Map<ServerHttp2Session, Buffer[]>();
+  /** sessions sent a GOAWAY to drain them: PING no longer works on them, and their streams may run on */
+  private readonly draining = new WeakSet<ServerHttp2Session>();
+  private roots: string[];
 
   constructor(material: TlsMaterial, private readonly trustDomain: string, private readonly on: HboneServerEvents, options: HboneServerOptions = {}) {
     this.limits = { ...HBONE_SERVER_LIMITS, ...options };
+    this.roots = material.rootsPem;
     this.server = http2.createSecureServer({
       ...tlsOptions(material),
       requestCert: true,
@@ -118,9 +125,28 @@ export class HboneServer {
     });
   }
 
-  /** Swaps the certificate for new connections (rotation); open connections keep theirs. */
+  /**
+   * Swaps the certificate and trusted roots for new connections (rotation); open connections
+   * keep theirs. When a root was dropped, clients whose certificate chains to no root still
+   * trusted are sent a GOAWAY: their open streams finish, new ones must come on a connection
+   * made with a certificate from a trusted root.
+   */
   setMaterial(material: TlsMaterial): void {
     this.server.setSecureContext({ ...tlsOptions(material) });
+    if (sameRoots(this.roots, material.rootsPem)) return;
+    this.roots = material.rootsPem;
+    for (const [session, chain] of this.sessions) {
+      if (session.closed || session.destroyed || rootOfChain(chain, this.roots)) continue;
+      const peer = this.peers.get(session) ?? 'unknown';
+      this.on.rejected('TLS_FAILURE', 'client certificate chains to a root no longer trusted; connection drained', peer);
+      this.draining.add(session);
+      try {
+        // GOAWAY with the last stream processed: open streams finish, the client opens no more here
+        session.goaway(h2c.NGHTTP2_NO_ERROR);
+      } catch {
+        /* already going */
+      }
+    }
   }
 
   private onSession(session: ServerHttp2Session): void {
@@ -137,6 +163,8 @@ export class HboneServer {
       return;
     }
     this.identities.set(session, id);
+    this.sessions.set(session, peerChain(sock));
+    session.once('close', () => this.sessions.delete(session));
     session.on('error', () => undefined);
     session.once('connect', () => session.setLocalWindowSize(CONNECTION_WINDOW));
     try {
@@ -172,6 +200,11 @@ export class HboneServer {
     let outstanding: number | null = null;
     const timer = setInterval(() => {
       if (session.destroyed) return;
+      // a drained session cannot PING (nghttp2 cancels it after a GOAWAY): its streams run to their end
+      if (this.draining.has(session)) {
+        clearInterval(timer);
+        return;
+      }
       if (outstanding !== null) {
         if (Date.now() - outstanding < this.limits.pingTimeoutMs) return;
         this.refuse(session, 'TIMEOUT', `client left a PING unanswered for ${this.limits.pingTimeoutMs} ms`, peer, h2c.NGHTTP2_NO_ERROR);
@@ -264,6 +297,19 @@ export class HboneServer {
   close(): Promise<void> {
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
+}
+
+/** The certificate chain a TLS peer presented, as verified (DER, leaf first, up to its root). */
+function peerChain(sock: TLSSocket): Buffer[] {
+  const out: Buffer[] = [];
+  let c: DetailedPeerCertificate | undefined = sock.getPeerCertificate(true) as DetailedPeerCertificate;
+  const seen = new Set<string>();
+  while (c && c.raw && !seen.has(c.fingerprint256)) {
+    seen.add(c.fingerprint256);
+    out.push(c.raw);
+    c = c.issuerCertificate;
+  }
+  return out;
 }
 
 /** "ip:port" of a TLS client, also after its socket was destroyed (then from the TCP socket underneath). */

@@ -18,6 +18,7 @@ import {
   webcrypto,
   x509,
 } from './csr.js';
+import { rootOfChain, type CaView } from './trust.js';
 
 /** A certificate issued by the CA, with what a TLS endpoint needs to present and verify it. */
 export interface IssuedCertificate {
@@ -321,6 +322,19 @@ export class CertificateAuthority {
   /** Trusted roots: the current root plus extra roots kept during rotation. */
   rootsPem(): string[] {
     return [...this.#rootsPem];
+  }
+
+  /** The root the signing certificate chains to (the signing certificate itself when it is a root). */
+  signerRootPem(): string {
+    const root = rootOfChain(this.#chainPem.length > 0 ? this.#chainPem : [this.certPem], this.#rootsPem);
+    // load() refuses a chain that reaches no root, and a generated CA is its own root
+    if (!root) throw new Error('CA signing certificate chains to none of its roots');
+    return root;
+  }
+
+  /** What a check of a CA change compares (see checkCaChange). */
+  view(): CaView {
+    return { trustDomain: this.trustDomain, signer: this.certPem, signerRoot: this.signerRootPem(), roots: this.rootsPem() };
   }
 
   /** Intermediates to send after a leaf (empty when this CA is the root). */

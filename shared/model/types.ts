@@ -88,6 +88,8 @@ export interface MeshUpdate {
   /** waypoints are absent from an update that does not change them */
   waypoints?: Waypoint[];
   removedWaypoints?: string[];
+  /** every root the mesh trusts now (PEM); in each snapshot, and in a delta when it changed (root rotation) */
+  roots?: string[];
 }
 
 /** A TCP destination as seen by ztunnel. */

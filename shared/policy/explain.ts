@@ -1,6 +1,8 @@
 import type { MeshSnapshot, Service, Workload } from '../model/types.js';
 import { Identity } from '../identity/spiffe.js';
 import { PolicyIndex, peerAuthMode, type Decision } from './evaluate.js';
+import { L7PolicyIndex, type L7AuthorizationPolicy } from './l7.js';
+import { waypointRefusal } from '../config/waypoint-binding.js';
 
 /** One layer a connection passes, and what it does there. */
 export interface ExplainStep {
@@ -61,7 +63,20 @@ function decisionStep(node: string, d: Decision, what: string): ExplainStep {
  * Says what would happen to a TCP connection from one pod to a pod or service, layer by
  * layer, with the policy and rule that decide (pure: reads the same model ztunnels get).
  */
-export function explain(mesh: MeshSnapshot, from: { namespace: string; name: string }, to: ExplainTarget, trustDomain = 'cluster.local'): Explanation {
+/** An HTTP request to check at a waypoint (when the path has one); without it the waypoint's policies are listed, not evaluated. */
+export interface ExplainRequest {
+  method: string;
+  path: string;
+  headers?: Record<string, string>;
+}
+
+export function explain(
+  mesh: MeshSnapshot,
+  from: { namespace: string; name: string },
+  to: ExplainTarget,
+  trustDomain = 'cluster.local',
+  l7: { policies: readonly L7AuthorizationPolicy[]; request?: ExplainRequest } = { policies: [] },
+): Explanation {
   const src = mesh.workloads.find((w) => w.namespace === from.namespace && w.name === from.name);
   if (!src) throw new Error(`no running pod ${from.namespace}/${from.name}`);
   const pod = to.kind === 'service' ? undefined : mesh.workloads.find((w) => w.namespace === to.namespace && w.name === to.name);
@@ -80,10 +95,34 @@ export function explain(mesh: MeshSnapshot, from: { namespace: string; name: str
     targets = svc!.endpoints.map((uid) => mesh.workloads.find((w) => w.uid === uid)).filter((w): w is Workload => !!w && w.ready).map((w) => ({ workload: w, port: sp.targetPort }));
   }
 
+  // a waypoint on the path: service traffic (or pod traffic, for a waypoint of workloads) from a captured source
+  const wpKey = srcCaptured ? (svc ? svc.waypoint : pod?.protocol === 'HBONE' ? pod.waypoint : undefined) : undefined;
+  const wp = wpKey ? (mesh.waypoints ?? []).find((w) => w.key === wpKey) : undefined;
+  const wpRefusal = wpKey ? waypointRefusal(wpKey, wp, svc ? 'service' : 'workload') : null;
+  const wpPod = wp && !wpRefusal ? mesh.workloads.find((w) => w.uid === wp.pods[0]) : undefined;
+  const wpIdentity = wpPod ? new Identity(trustDomain, wpPod.namespace, wpPod.serviceAccount).toString() : null;
+  const l7index = new L7PolicyIndex(l7.policies);
+
   const endpoints = targets.map(({ workload: dst, port }): EndpointExplanation => {
     const steps: ExplainStep[] = [];
     const dstCaptured = dst.protocol === 'HBONE';
-    if (srcCaptured) {
+    if (wpKey && wpRefusal) {
+      steps.push({ layer: 'source ztunnel', node: src.node, verdict: 'refuse', detail: `${wpRefusal}: traffic bound to a waypoint is refused, never sent around it` });
+      return { workload: `${dst.namespace}/${dst.name}`, node: dst.node, address: `${dst.ip}:${port}`, steps, allowed: false };
+    }
+    if (wpKey && wpPod) {
+      steps.push({ layer: 'source ztunnel', node: src.node, verdict: 'pass', detail: `captured; carried over HBONE (mTLS) as ${srcIdentity} to waypoint ${wpKey} (${wpPod.ip}:15008)` });
+      const target = { waypoint: { namespace: wp!.namespace, name: wp!.name, gatewayClass: 'istio-waypoint' }, service: svc ? { namespace: svc.namespace, name: svc.name } : null };
+      const applicable = l7index.applicable(target);
+      if (l7.request) {
+        const d = l7index.decide(target, { method: l7.request.method, path: l7.request.path, host: svc ? svc.hostname : dst.ip, port: to.port, srcIp: src.ip, srcIdentity, dstIp: svc?.vip ?? dst.ip, remoteIp: null, headers: l7.request.headers ?? {} });
+        steps.push({ ...decisionStep(wpPod.node, d, `L7 authorization of ${l7.request.method} ${l7.request.path} at waypoint ${wpKey}`), layer: 'waypoint' });
+        if (!d.allowed) return { workload: `${dst.namespace}/${dst.name}`, node: dst.node, address: `${dst.ip}:${port}`, steps, allowed: false };
+      } else {
+        const names = applicable.map((p) => `${p.key} (${p.action})`).join(', ');
+        steps.push({ layer: 'waypoint', node: wpPod.node, verdict: 'pass', detail: applicable.length === 0 ? `waypoint ${wpKey}: routes, and no L7 AuthorizationPolicy applies` : `waypoint ${wpKey}: routes, and L7 policies ${names} decide per request (give --method and --path to check one)` });
+      }
+    } else if (srcCaptured) {
       steps.push({
         layer: 'source ztunnel',
         node: src.node,
@@ -93,17 +132,20 @@ export function explain(mesh: MeshSnapshot, from: { namespace: string; name: str
     } else {
       steps.push({ layer: 'network', node: src.node, verdict: 'pass', detail: 'source is not in the mesh: plaintext, no identity' });
     }
-    steps.push({ layer: 'waypoint', node: null, verdict: 'pass', detail: 'no waypoint on this path' });
+    if (!wpKey) steps.push({ layer: 'waypoint', node: null, verdict: 'pass', detail: 'no waypoint on this path' });
+    // behind a waypoint, the destination sees the waypoint's connection and identity
+    const hopIdentity = wpPod ? wpIdentity : srcIdentity;
+    const hopIp = wpPod ? wpPod.ip : src.ip;
     let allowed = true;
     if (!dstCaptured) {
       steps.push({ layer: 'network', node: dst.node, verdict: 'pass', detail: 'destination is not in the mesh: no policy is enforced' });
     } else {
       const ref = { namespace: dst.namespace, labels: dst.labels };
-      if (!srcIdentity && peerAuthMode(peers, ref, port) === 'STRICT') {
+      if (!hopIdentity && peerAuthMode(peers, ref, port) === 'STRICT') {
         steps.push({ layer: 'destination ztunnel', node: dst.node, verdict: 'refuse', detail: 'PeerAuthentication is STRICT: plaintext from outside the mesh is refused' });
         allowed = false;
       } else {
-        const d = policies.evaluate(ref, { srcIp: src.ip, srcIdentity, dstIp: dst.ip, dstPort: port });
+        const d = policies.evaluate(ref, { srcIp: hopIp, srcIdentity: hopIdentity, dstIp: dst.ip, dstPort: port });
         steps.push(decisionStep(dst.node, d, `L4 authorization for ${dst.namespace}/${dst.name}`));
         allowed = d.allowed;
       }

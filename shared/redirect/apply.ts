@@ -7,6 +7,7 @@ import {
   CHAIN_PREFIX,
   CONNMARK,
   EXPECTED_IP_RULE,
+  TABLES,
   MARK_MASK,
   ROUTE_TABLE,
   expectedChainRules,
@@ -17,11 +18,13 @@ import {
   parseIptablesSave,
   parseSavedTables,
   podRuleSet,
+  chainRestoreText,
   removalText,
   tablesEmptyAfterRemoval,
   type ChainRule,
   type Family,
   type RedirectOptions,
+  type Table,
 } from './rules.js';
 
 export interface CommandRunner {
@@ -173,21 +176,32 @@ function installText(full: string, existing: ChainRule[]): string {
   return out.join('\n') + '\n';
 }
 
-async function installFamily(exec: Exec, family: Family, opts: RedirectOptions): Promise<void> {
+/**
+ * What an install puts in place. The rule set has two layers: the return path (ip rule, route
+ * and the mangle connmark rules), which concerns only ztunnel's own marked connections and
+ * changes nothing else in the pod, and the capture (the nat redirects to ztunnel's ports).
+ */
+type Layers = 'all' | 'return-path' | 'capture';
+
+const LAYER_TABLES: Record<Layers, readonly Table[]> = { all: TABLES, 'return-path': ['mangle'], capture: ['nat'] };
+
+async function installFamily(exec: Exec, family: Family, opts: RedirectOptions, layers: Layers = 'all'): Promise<void> {
   const set = podRuleSet({ ...opts, ipv6: family === 6 });
-  const restoreInput = family === 4 ? set.iptables : set.ip6tables!;
+  const restoreInput = chainRestoreText(opts, family, LAYER_TABLES[layers]);
   const pick = (argv: string[]): boolean => (family === 6) === (argv[0] === '-6');
   const before = parseIptablesSave((await save(exec, family, false)) ?? '');
 
-  // Routing first, so by the time capture starts the reply path to ztunnel exists.
-  for (const argv of set.ipRoutes.filter(pick)) await exec('ip', argv);
-  if ((await ourIpRules(exec, family, false)).length === 0) {
-    for (const argv of set.ipRules.filter(pick)) {
-      try {
-        await exec('ip', argv);
-      } catch (err) {
-        // Someone added the identical rule meanwhile: that is the state we want.
-        if (!/File exists/.test(errText(err))) throw err;
+  if (layers !== 'capture') {
+    // Routing first, so by the time capture starts the reply path to ztunnel exists.
+    for (const argv of set.ipRoutes.filter(pick)) await exec('ip', argv);
+    if ((await ourIpRules(exec, family, false)).length === 0) {
+      for (const argv of set.ipRules.filter(pick)) {
+        try {
+          await exec('ip', argv);
+        } catch (err) {
+          // Someone added the identical rule meanwhile: that is the state we want.
+          if (!/File exists/.test(errText(err))) throw err;
+        }
       }
     }
   }
@@ -317,16 +331,72 @@ export async function checkRedirectTools(run: CommandRunner = defaultRunner): Pr
 }
 
 /**
+ * Installs only the return path (ip rule, route, the mangle connmark rules): what lets ztunnel
+ * deliver into the pod and get the replies back. It redirects nothing, so a running pod's
+ * traffic is unchanged. With it in place ztunnel can serve the pod; `startPodCapture` then
+ * switches capture on. Idempotent; a failed install is rolled back completely.
+ */
+export async function installReturnPath(
+  netnsPath: string,
+  opts: RedirectOptions = {},
+  run: CommandRunner = defaultRunner,
+): Promise<void> {
+  podRuleSet(opts);
+  const exec = inNs(run, netnsPath);
+  try {
+    await installFamily(exec, 4, opts, 'return-path');
+    if (opts.ipv6) await installFamily(exec, 6, opts, 'return-path');
+  } catch (err) {
+    try {
+      await removePodRules(netnsPath, run);
+    } catch (rollbackErr) {
+      throw new Error(`${errText(err)}; rollback also failed: ${errText(rollbackErr)}`, { cause: err });
+    }
+    throw err;
+  }
+}
+
+/**
+ * Switches capture on in a pod whose return path is in place (`installReturnPath`): adds the
+ * nat redirects, one atomic restore per family. Afterwards the pod has exactly the full rule
+ * set. On failure the redirects are taken out again and the return path stays.
+ */
+export async function startPodCapture(
+  netnsPath: string,
+  opts: RedirectOptions = {},
+  run: CommandRunner = defaultRunner,
+): Promise<void> {
+  podRuleSet(opts);
+  const exec = inNs(run, netnsPath);
+  try {
+    await installFamily(exec, 4, opts, 'capture');
+    if (opts.ipv6) await installFamily(exec, 6, opts, 'capture');
+  } catch (err) {
+    try {
+      await stopPodCapture(netnsPath, run);
+    } catch (rollbackErr) {
+      throw new Error(`${errText(err)}; rollback also failed: ${errText(rollbackErr)}`, { cause: err });
+    }
+    throw err;
+  }
+}
+
+/**
  * Stops new captures in a pod (its nat redirects go) but keeps the connmark return path,
  * so connections ztunnel already carries for the pod finish normally. Used when a pod
  * leaves the mesh while it runs; removePodRules clears the rest when the pod goes away.
+ * Resolves true when there were redirects to remove.
  */
-export async function stopPodCapture(netnsPath: string, run: CommandRunner = defaultRunner): Promise<void> {
+export async function stopPodCapture(netnsPath: string, run: CommandRunner = defaultRunner): Promise<boolean> {
   const exec = inNs(run, netnsPath);
+  let removed = false;
   for (const family of [4, 6] as const) {
     const text = await save(exec, family, true);
     if (text === undefined) continue;
     const removal = removalText(parseSavedTables(text).filter((t) => t.table === 'nat'));
-    if (removal) await exec(iptablesCmd(family, 'restore'), ['-w', '10', '--noflush'], removal);
+    if (!removal) continue;
+    await exec(iptablesCmd(family, 'restore'), ['-w', '10', '--noflush'], removal);
+    removed = true;
   }
+  return removed;
 }

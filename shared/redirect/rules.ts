@@ -16,6 +16,7 @@ export const CHAIN_OUTPUT = 'AMBIT_OUTPUT';
 /** Any chain with this prefix is ours (also stale ones from older versions). */
 export const CHAIN_PREFIX = 'AMBIT_';
 export const TABLES = ['mangle', 'nat'] as const;
+export type Table = (typeof TABLES)[number];
 
 export const DEFAULT_PROBE_SNAT_IP = '169.254.7.127';
 /** Istio's IPv6 kubelet-probe SNAT address. */
@@ -103,9 +104,9 @@ export function expectedChainRules(opts: RedirectOptions = {}, family: Family = 
   ];
 }
 
-function restoreText(rules: ChainRule[]): string {
+function restoreText(rules: ChainRule[], tables: readonly Table[] = TABLES): string {
   const out: string[] = [];
-  for (const table of TABLES) {
+  for (const table of tables) {
     out.push(`*${table}`);
     // Declaring a chain under --noflush creates it, or flushes it when it exists.
     out.push(`:${CHAIN_PREROUTING} - [0:0]`, `:${CHAIN_OUTPUT} - [0:0]`);
@@ -127,6 +128,15 @@ export function podRuleSet(opts: RedirectOptions = {}): PodRuleSet {
     set.ipRoutes.push(['-6', 'route', 'replace', 'local', '::/0', 'dev', 'lo', 'table', String(ROUTE_TABLE)]);
   }
   return set;
+}
+
+/**
+ * iptables-restore input (--noflush safe) for some tables of the set. The mangle table is the
+ * return path (connmark for ztunnel's own connections): alone it changes none of the pod's
+ * traffic. The nat table is the capture itself (the redirects to ztunnel's ports).
+ */
+export function chainRestoreText(opts: RedirectOptions, family: Family, tables: readonly Table[]): string {
+  return restoreText(expectedChainRules(opts, family), tables);
 }
 
 /**

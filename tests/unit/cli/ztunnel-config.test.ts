@@ -239,6 +239,26 @@ describe('ztunnel-config certificates', () => {
     assert.equal(formatCertificates([node2], { ...short, namespace: 'legacy' }).split('\n').length, 2);
   });
 
+  test('during a root rotation each Leaf is followed by the root it chains to, as its ztunnel says', () => {
+    const trustRoots = [
+      { serial: 'aa01', subject: 'CN=old', notBefore: '2026-01-01T00:00:00.000Z', notAfter: '2036-01-01T00:00:00.000Z', fingerprint: 'AA' },
+      { serial: 'bb02', subject: 'CN=new', notBefore: '2026-06-01T00:00:00.000Z', notAfter: '2036-06-01T00:00:00.000Z', fingerprint: 'BB' },
+    ];
+    const rotating: NodeView = {
+      node: 'node-1',
+      dump: dump('node-1', 8, {
+        trustRoots,
+        certificates: [
+          { identity: 'spiffe://cluster.local/ns/shop/sa/client', serial: '6f20', notBefore: '2026-05-01T00:00:00.000Z', notAfter: '2026-05-02T00:00:00.000Z', state: 'available', root: 'aa01' },
+          { identity: 'spiffe://cluster.local/ns/shop/sa/echo', serial: '3c6a', notBefore: '2026-06-01T11:00:00.000Z', notAfter: '2026-06-02T11:00:00.000Z', state: 'available', root: 'bb02' },
+        ],
+      }),
+      connections: [],
+    };
+    const rows = JSON.parse(formatCertificates([rotating], { ...short, output: 'json' })) as { identity: string; type: string; serial: string }[];
+    assert.deepEqual(rows.map((r) => `${r.type} ${r.serial}`), ['Leaf 6f20', 'Root aa01', 'Leaf 3c6a', 'Root bb02']);
+  });
+
   test('showNode keeps the NODE column when only one of several nodes answered', () => {
     assert.match(formatCertificates([node1], { ...short, showNode: true }), /^NODE +CERTIFICATE NAME/);
   });

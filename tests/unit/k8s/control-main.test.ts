@@ -16,6 +16,7 @@ import { ControlLink } from '../../../ztunnel/control-client.js';
 import type { MeshUpdate } from '../../../shared/model/types.js';
 import { generateKeyAndCsr } from '../../../shared/identity/csr.js';
 import { Identity } from '../../../shared/identity/spiffe.js';
+import { CertificateAuthority } from '../../../shared/identity/ca.js';
 
 const csrFor = async (id: string): Promise<string> => (await generateKeyAndCsr(Identity.parse(id))).csrPem;
 
@@ -51,7 +52,7 @@ describe('ambit-control --source kube', () => {
         s.close(() => resolve(p));
       });
     });
-    control = start('control/main.js', ['--source', 'kube', '--kubeconfig', join(dir, 'kubeconfig'), '--listen', `127.0.0.1:${port}`, '--waypoint-image', 'registry.example/ambit:9', '--log-level', 'info'], {});
+    control = start('control/main.js', ['--source', 'kube', '--kubeconfig', join(dir, 'kubeconfig'), '--listen', `127.0.0.1:${port}`, '--waypoint-image', 'registry.example/ambit:9', '--ca-reload-interval', '1', '--log-level', 'info'], {});
     await eventually(() => control.out().includes('control plane serving (Kubernetes)'), 'the control plane to serve', 20_000).catch((err: Error) => {
       throw new Error(`${err.message}\n${control.out()}`);
     });
@@ -84,6 +85,28 @@ describe('ambit-control --source kube', () => {
       const cert = await link.sign('spiffe://cluster.local/ns/shop/sa/web', await csrFor('spiffe://cluster.local/ns/shop/sa/web'));
       assert.match(cert.certPem, /BEGIN CERTIFICATE/);
       await assert.rejects(link.sign('spiffe://cluster.local/ns/shop/sa/db', await csrFor('spiffe://cluster.local/ns/shop/sa/db')), /no pod with service account shop\/db runs on node node-1/);
+    } finally {
+      link.stop();
+    }
+  });
+
+  test('a root added to the CA Secret (root rotation) reaches a connected ztunnel at once and the roots ConfigMap', async () => {
+    const roots = (fake.get('v1', 'ConfigMap', 'ambit-system', 'ambit-root-cert')!.data as Record<string, string>)['root-cert.pem']!;
+    const token = fake.issueToken({ namespace: 'ambit-system', serviceAccount: 'ztunnel', podName: 'ztunnel-abcde', podUid: 'uid-z1', nodeName: 'node-1', audiences: ['ambit-ca'] });
+    const link = new ControlLink(`127.0.0.1:${port}`, roots, 'node-1', token, captureLogger().log);
+    const updates: MeshUpdate[] = [];
+    link.on('update', (u) => updates.push(u));
+    link.start();
+    try {
+      const snap = await eventually(() => updates.find((u) => u.type === 'snapshot'), 'the snapshot');
+      assert.equal(snap.roots?.length, 1);
+      const next = await CertificateAuthority.generate({ commonName: 'next root' });
+      const secret = fake.get('v1', 'Secret', 'ambit-system', 'ambit-ca')!;
+      const data = { ...(secret.data as Record<string, string>), 'root-cert.pem': Buffer.from(next.certPem).toString('base64') };
+      fake.put({ ...secret, data });
+      const pushed = await eventually(() => updates.find((u) => u.type === 'delta' && u.roots?.length === 2), 'the new bundle on the stream');
+      assert.ok(pushed.roots!.some((r) => r.trim() === next.certPem.trim()));
+      await eventually(() => ((fake.get('v1', 'ConfigMap', 'ambit-system', 'ambit-root-cert')!.data as Record<string, string>)['root-cert.pem'] ?? '').includes(next.certPem.trim().split('\n')[1]!), 'the ConfigMap with both roots');
     } finally {
       link.stop();
     }

@@ -112,8 +112,9 @@ describe('TokenReviewAuthenticator with the control plane', () => {
     await refused(sign(tokens.otherAudience!, 'shop', 'web'), grpc.status.UNAUTHENTICATED, /audiences/);
   });
 
-  test("another ServiceAccount's valid token does not speak for a node", async () => {
-    await refused(sign(tokens.app!, 'shop', 'web'), grpc.status.UNAUTHENTICATED, /system:serviceaccount:shop:web is not the ztunnel ServiceAccount \(system:serviceaccount:ambit-system:ztunnel\)/);
+  test("another ServiceAccount's valid token does not speak for a node, nor as a waypoint unless a waypoint pod runs as it", async () => {
+    await refused(sign(tokens.app!, 'shop', 'web'), grpc.status.PERMISSION_DENIED, /no waypoint pod runs as service account shop\/web/);
+    await refused(sign(tokens.app!, 'shop', 'other'), grpc.status.PERMISSION_DENIED, /a waypoint running as shop\/web cannot get a certificate for spiffe:\/\/cluster.local\/ns\/shop\/sa\/other/);
   });
 
   test('no token at all is refused', async () => {

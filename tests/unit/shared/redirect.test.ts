@@ -13,6 +13,7 @@ import {
   parseIptablesSave,
   parseSavedTables,
   podRuleSet,
+  chainRestoreText,
   removalText,
   tablesEmptyAfterRemoval,
 } from '../../../shared/redirect/rules.js';
@@ -22,9 +23,12 @@ import {
   checkRedirectTools,
   defaultRunner,
   installPodRules,
+  installReturnPath,
   podRulesInstalled,
   readPodRules,
   removePodRules,
+  startPodCapture,
+  stopPodCapture,
   type CommandRunner,
 } from '../../../shared/redirect/apply.js';
 
@@ -99,6 +103,14 @@ describe('redirect rules (pure)', () => {
     assert.equal(set.ip6tables, undefined);
     assert.deepEqual(set.ipRules, [['rule', 'add', 'fwmark', '0x111/0xfff', 'pref', '32764', 'lookup', '100']]);
     assert.deepEqual(set.ipRoutes, [['route', 'replace', 'local', '0.0.0.0/0', 'dev', 'lo', 'table', '100']]);
+  });
+
+  test('the set splits into the return path (mangle) and the capture (nat)', () => {
+    const [mangle, nat] = EXPECTED_V4.split(/(?<=COMMIT\n)/);
+    assert.equal(chainRestoreText({}, 4, ['mangle']), mangle);
+    assert.equal(chainRestoreText({}, 4, ['nat']), nat);
+    assert.equal(chainRestoreText({}, 4, ['mangle', 'nat']), EXPECTED_V4);
+    assert.equal(chainRestoreText({ ipv6: true }, 6, ['mangle', 'nat']), podRuleSet({ ipv6: true }).ip6tables);
   });
 
   test('expected chain rules in canonical order', () => {
@@ -350,6 +362,42 @@ describe('redirect apply (root, real netns)', { skip: rootReason }, () => {
     });
   }
 
+  test('return path, then capture, then capture stopped: each layer goes in and out exactly', async () => {
+    await withNetns(async (_name, path) => {
+      const before = await snapshot(path);
+      const mangle = expectedChainRules().filter((r) => r.table === 'mangle');
+      const returnPathOnly = async () => {
+        const read = await readPodRules(path);
+        assert.deepEqual(read.chains, mangle);
+        assert.deepEqual(read.ipRules, [EXPECTED_IP_RULE]);
+        assert.equal(read.routes.filter(isOurRoute).length, 1);
+        assert.equal(await podRulesInstalled(path), false);
+      };
+      await installReturnPath(path);
+      await returnPathOnly();
+      const once = await snapshot(path);
+      await installReturnPath(path);
+      assert.equal(await snapshot(path), once, 'second install changes nothing');
+
+      await startPodCapture(path);
+      assert.equal(await podRulesInstalled(path), true, 'return path + capture = the full set');
+      const full = await snapshot(path);
+      await installPodRules(path);
+      assert.equal(await snapshot(path), full, 'the same state as a full install');
+      await installReturnPath(path);
+      assert.equal(await snapshot(path), full, 'the return path over a full set changes nothing');
+
+      assert.equal(await stopPodCapture(path), true);
+      await returnPathOnly();
+      assert.equal(await stopPodCapture(path), false, 'nothing left to stop');
+      await startPodCapture(path);
+      assert.equal(await podRulesInstalled(path), true, 'capture again on the return path left behind');
+
+      await removePodRules(path);
+      assert.equal(await snapshot(path), before);
+    });
+  });
+
   test('remove keeps foreign rules and chains in the same tables', async () => {
     await withNetns(async (_name, path) => {
       const ipt = (...args: string[]) => sh('nsenter', [`--net=${path}`, 'iptables', ...args]);
@@ -421,6 +469,11 @@ describe('redirect apply (root, real netns)', { skip: rootReason }, () => {
 
           // Not captured: the connect hangs, or fails once the neighbour entry for .9 is FAILED.
           const NOT_CAPTURED = /^(timeout|error:ECONNREFUSED|error:EHOSTUNREACH)$/;
+          assert.match(await fromPod(80, '10.78.0.9'), NOT_CAPTURED);
+          assert.equal(await fromPeer(8080), 'app');
+
+          // the return path alone redirects nothing
+          await installReturnPath(podPath);
           assert.match(await fromPod(80, '10.78.0.9'), NOT_CAPTURED);
           assert.equal(await fromPeer(8080), 'app');
 

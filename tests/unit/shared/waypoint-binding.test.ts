@@ -6,6 +6,8 @@ import { requestedWaypoint, waypointRefusal } from '../../../shared/config/waypo
 import { diffSnapshots, snapshotUpdate } from '../../../shared/control/delta.js';
 import { WorkloadIndex } from '../../../shared/model/index.js';
 import { planOutbound } from '../../../ztunnel/outbound.js';
+import { explain } from '../../../shared/policy/explain.js';
+import { buildL7Config } from '../../../control/waypoint-config.js';
 
 const ns = (name: string, labels: Record<string, string> = {}): KubeObject => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } });
 const pod = (namespace: string, name: string, ip: string, labels: Record<string, string> = {}, sa = name, phase = 'Running'): KubeObject => ({
@@ -132,5 +134,47 @@ describe('waypoint binding', () => {
     assert.deepEqual(gone.removedWaypoints, ['shop/waypoint']);
     index.apply(gone);
     assert.equal(index.waypoint('shop/waypoint'), undefined);
+  });
+});
+
+describe('explain with a waypoint on the path', () => {
+  const wpObjects = [...base, gateway('shop', 'waypoint'), waypointPod('shop', 'waypoint', '10.0.2.9')];
+  const denyDelete: KubeObject = {
+    apiVersion: 'security.istio.io/v1',
+    kind: 'AuthorizationPolicy',
+    metadata: { name: 'no-delete', namespace: 'shop' },
+    spec: { targetRefs: [{ group: '', kind: 'Service', name: 'web' }], action: 'DENY', rules: [{ to: [{ operation: { methods: ['DELETE'] } }] }] },
+  };
+  const onlyWaypoint: KubeObject = {
+    apiVersion: 'security.istio.io/v1',
+    kind: 'AuthorizationPolicy',
+    metadata: { name: 'from-waypoint', namespace: 'shop' },
+    spec: { selector: { matchLabels: { app: 'web' } }, action: 'ALLOW', rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/waypoint'] } }] }] },
+  };
+  const run = (objects: KubeObject[], request?: { method: string; path: string }) => {
+    const snap = translate(objects);
+    const l7 = buildL7Config(objects, snap, new Map(), []);
+    return explain(snap, { namespace: 'shop', name: 'client' }, { kind: 'service', namespace: 'shop', name: 'web', port: 80 }, 'cluster.local', { policies: l7.policies, ...(request ? { request } : {}) });
+  };
+
+  test('a missing waypoint: refused at the source ztunnel, saying why', () => {
+    const e = run(base);
+    assert.equal(e.allowed, false);
+    assert.match(e.summary, /denied at the source ztunnel/);
+    assert.match(e.endpoints[0]!.steps[0]!.detail, /waypoint shop\/waypoint does not exist: traffic bound to a waypoint is refused/);
+  });
+
+  test('the waypoint lists its L7 policies, and decides a given request; the destination sees the waypoint identity', () => {
+    let e = run([...wpObjects, denyDelete, onlyWaypoint]);
+    assert.equal(e.allowed, true, e.summary);
+    const layers = e.endpoints[0]!.steps.map((s) => s.layer);
+    assert.deepEqual(layers, ['source ztunnel', 'waypoint', 'destination ztunnel']);
+    assert.match(e.endpoints[0]!.steps[1]!.detail, /L7 policies shop\/no-delete \(DENY\) decide per request/);
+    assert.equal(e.endpoints[0]!.steps[2]!.verdict, 'allow', 'ALLOW from the waypoint identity matches at L4');
+    e = run([...wpObjects, denyDelete, onlyWaypoint], { method: 'DELETE', path: '/x' });
+    assert.equal(e.allowed, false);
+    assert.match(e.summary, /denied at the waypoint on node-1 by shop\/no-delete rule 0/);
+    e = run([...wpObjects, denyDelete, onlyWaypoint], { method: 'GET', path: '/x' });
+    assert.equal(e.allowed, true);
   });
 });
