@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { stringify } from 'yaml';
-import type { Service, Workload } from '../shared/model/types.js';
+import type { Service, Waypoint, Workload } from '../shared/model/types.js';
 import type { AuthorizationPolicy, PeerAuthentication } from '../shared/policy/types.js';
 import { describeCertificate } from '../shared/identity/csr.js';
 import { httpInNetns } from '../shared/netns/http.js';
@@ -14,8 +14,10 @@ import { netnsPath, readState, type LocalState } from './local/cluster.js';
 
 const DEFAULT_STATE_ROOT = process.env.AMBIT_STATE_DIR ?? '/run/ambit';
 const ADMIN_PORT = 15000;
-/** shown where a waypoint would be named; ambit has none yet */
+/** WAYPOINT of a workload or service that uses none */
 const NO_WAYPOINT = 'None';
+/** WAYPOINT of one bound to a waypoint the dump does not know (deleted, or not created yet), as istioctl shows it */
+const UNKNOWN_WAYPOINT = 'NA';
 
 /** A certificate as ztunnel's /config_dump lists it (dates as ISO text). */
 export interface CertificateEntry {
@@ -60,6 +62,8 @@ export interface ZtunnelConfigDump {
   trustRoots?: TrustRootEntry[];
   policies: AuthorizationPolicy[];
   peerAuthentications: PeerAuthentication[];
+  /** the mesh's waypoints (absent from dumps of ztunnels that predate them) */
+  waypoints?: Waypoint[];
   recentDenies: unknown[];
   pool: unknown[];
 }
@@ -144,6 +148,19 @@ function merged<T>(views: readonly NodeView[], pick: (d: ZtunnelConfigDump) => r
   return [...seen.values()];
 }
 
+/**
+ * The WAYPOINT column, as istioctl fills it: the name of the waypoint the object is bound to
+ * (Gateway key `ns/name`), None when it uses none, NA when the dumps do not know that waypoint.
+ */
+export function waypointName(key: string | undefined, waypoints: ReadonlyMap<string, Waypoint>): string {
+  if (!key) return NO_WAYPOINT;
+  return waypoints.get(key)?.name ?? UNKNOWN_WAYPOINT;
+}
+
+function waypointsOf(views: readonly NodeView[]): Map<string, Waypoint> {
+  return new Map(merged(views, (d) => d.waypoints, (w) => w.key).map((w) => [w.key, w]));
+}
+
 /** The workloads shown: merged across nodes, filtered, sorted by namespace, name, node. */
 export function selectWorkloads(views: readonly NodeView[], opts: Pick<ViewOptions, 'namespace' | 'address'>): Workload[] {
   return merged(views, (d) => d.workloads, (w) => w.uid)
@@ -154,10 +171,11 @@ export function selectWorkloads(views: readonly NodeView[], opts: Pick<ViewOptio
 /** NAMESPACE POD NAME ADDRESS NODE WAYPOINT PROTOCOL */
 export function formatWorkloads(views: readonly NodeView[], opts: ViewOptions): string {
   const ws = selectWorkloads(views, opts);
+  const waypoints = waypointsOf(views);
   return render(ws, opts.output, () =>
     table(
       ['NAMESPACE', 'POD NAME', 'ADDRESS', 'NODE', 'WAYPOINT', 'PROTOCOL'],
-      ws.map((w) => [w.namespace, w.name, w.ip, w.node, NO_WAYPOINT, w.protocol]),
+      ws.map((w) => [w.namespace, w.name, w.ip, w.node, waypointName(w.waypoint, waypoints), w.protocol]),
     ),
   );
 }
@@ -185,13 +203,14 @@ export function selectServices(views: readonly NodeView[], opts: Pick<ViewOption
 /** NAMESPACE SERVICE NAME SERVICE VIP WAYPOINT ENDPOINTS */
 export function formatServices(views: readonly NodeView[], opts: ViewOptions): string {
   const rows = selectServices(views, opts);
+  const waypoints = waypointsOf(views);
   return render(
     rows.map((r) => ({ ...r.service, readyEndpoints: r.ready })),
     opts.output,
     () =>
       table(
         ['NAMESPACE', 'SERVICE NAME', 'SERVICE VIP', 'WAYPOINT', 'ENDPOINTS'],
-        rows.map((r) => [r.service.namespace, r.service.name, r.service.vip ?? 'None', NO_WAYPOINT, `${r.ready}/${r.total}`]),
+        rows.map((r) => [r.service.namespace, r.service.name, r.service.vip ?? 'None', waypointName(r.service.waypoint, waypoints), `${r.ready}/${r.total}`]),
       ),
   );
 }

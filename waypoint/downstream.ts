@@ -235,10 +235,12 @@ export class Http2Downstream implements Downstream {
     }
     let trailers: Record<string, string | string[]> = {};
     s.respond(h, { waitForTrailers: true });
+    // Always through sendTrailers: with none, node ends the stream with an empty DATA frame
+    // carrying END_STREAM. close() would send RST_STREAM(NO_ERROR) instead, and clients that
+    // read it in the same packet as the response (curl) drop the response: "Empty reply".
     s.once('wantTrailers', () => {
-      const t = forwardableHeaders(trailers);
-      if (Object.keys(t).length > 0) s.sendTrailers(t as OutgoingHttpHeaders);
-      else s.close();
+      if (s.destroyed || s.closed) return;
+      s.sendTrailers(forwardableHeaders(trailers) as OutgoingHttpHeaders);
     });
     await pump(
       up,

@@ -32,6 +32,7 @@ export function configDump(s: AdminSources): unknown {
     trustRoots: s.ctx.certs.trustRoots().map(summarizeRoot),
     policies: snap.policies,
     peerAuthentications: snap.peerAuthentications,
+    waypoints: snap.waypoints ?? [],
     recentDenies: s.ctx.tracker.denies.slice(-20),
     pool: s.ctx.pool.stats(),
   };

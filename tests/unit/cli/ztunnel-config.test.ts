@@ -13,11 +13,12 @@ import {
   identityNamespace,
   scopeName,
   selectWorkloads,
+  waypointName,
   type NodeView,
   type ViewOptions,
   type ZtunnelConfigDump,
 } from '../../../cli/ztunnel-config.js';
-import type { Workload } from '../../../shared/model/types.js';
+import type { Waypoint, Workload } from '../../../shared/model/types.js';
 import type { AuthorizationPolicy } from '../../../shared/policy/types.js';
 
 const NOW = new Date('2026-06-01T12:00:00Z');
@@ -142,6 +143,54 @@ describe('ztunnel-config services', () => {
     assert.equal(echo!.key, 'shop/echo');
     assert.equal(echo!.readyEndpoints, 1);
     assert.deepEqual(echo!.endpoints, ['shop/echo-1', 'shop/echo-2']);
+  });
+});
+
+describe('ztunnel-config WAYPOINT column', () => {
+  const wp: Waypoint = { key: 'shop/waypoint', name: 'waypoint', namespace: 'shop', for: 'service', pods: ['shop/waypoint-0'], problem: null };
+  const pods: Waypoint = { key: 'shop/pods', name: 'pods', namespace: 'shop', for: 'workload', pods: [], problem: 'no ready pods' };
+  // services of shop use shop/waypoint; echo-1 is bound to a workload waypoint, client to one that was deleted
+  const bound: NodeView = {
+    node: 'node-1',
+    dump: dump('node-1', 9, {
+      waypoints: [wp, pods],
+      services: dump('node-1', 9).services.map((s) => (s.namespace === 'shop' ? { ...s, waypoint: 'shop/waypoint' } : s)),
+      workloads: WORKLOADS.map((w) => (w.name === 'echo-1' ? { ...w, waypoint: 'shop/pods' } : w.name === 'client' ? { ...w, waypoint: 'shop/gone' } : w)),
+    }),
+    connections: [],
+  };
+
+  test("the waypoint's name, None without one, NA for one the dumps do not know (as istioctl)", () => {
+    const known = new Map([[wp.key, wp]]);
+    assert.equal(waypointName('shop/waypoint', known), 'waypoint');
+    assert.equal(waypointName(undefined, known), 'None');
+    assert.equal(waypointName('shop/gone', known), 'NA');
+  });
+
+  test('services show the waypoint they are bound to', () => {
+    assert.equal(
+      formatServices([bound], short),
+      [
+        'NAMESPACE  SERVICE NAME  SERVICE VIP  WAYPOINT  ENDPOINTS',
+        'legacy     web           10.250.0.10  None      1/1',
+        'shop       echo          10.250.0.11  waypoint  1/2',
+        'shop       headless      None         waypoint  0/0',
+      ].join('\n'),
+    );
+  });
+
+  test("workloads show theirs (a waypoint that is not ready still shows its name); waypoints from any node's dump count", () => {
+    const expected = [
+      'NAMESPACE  POD NAME  ADDRESS      NODE    WAYPOINT  PROTOCOL',
+      'legacy     web       10.249.2.12  node-2  None      TCP',
+      'shop       client    10.249.1.11  node-1  NA        HBONE',
+      'shop       echo-1    10.249.2.13  node-2  pods      HBONE',
+      'shop       echo-2    10.249.1.12  node-1  None      HBONE',
+    ].join('\n');
+    assert.equal(formatWorkloads([bound], short), expected);
+    // the newest dump has the workloads; the waypoint is only in an older one
+    const newer: NodeView = { node: 'node-2', dump: { ...bound.dump, node: 'node-2', version: 10, waypoints: undefined }, connections: [] };
+    assert.equal(formatWorkloads([newer, { ...bound, dump: { ...bound.dump, workloads: [] } }], short), expected);
   });
 });
 

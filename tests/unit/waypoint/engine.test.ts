@@ -15,6 +15,52 @@ spec:
   parentRefs: [{group: "", kind: Service, name: reviews, port: 80}]
 `;
 
+/** One request in a single write, as curl sends it: preface, empty SETTINGS, HEADERS (END_STREAM). */
+function h2RequestBytes(authority: string, path: string): Buffer {
+  const field = (name: string, value: string): Buffer => Buffer.concat([Buffer.from([0x00, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value)]);
+  const block = Buffer.concat([field(':method', 'GET'), field(':scheme', 'http'), field(':path', path), field(':authority', authority)]);
+  const frame = (type: number, flags: number, stream: number, payload: Buffer): Buffer => {
+    const head = Buffer.alloc(9);
+    head.writeUIntBE(payload.length, 0, 3);
+    head[3] = type;
+    head[4] = flags;
+    head.writeUInt32BE(stream, 5);
+    return Buffer.concat([head, payload]);
+  };
+  return Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(0x4, 0, 0, Buffer.alloc(0)), frame(0x1, 0x5, 1, block)]);
+}
+
+/** The frames the server sends on stream 1 until it ends (END_STREAM) or resets it (RST_STREAM). */
+function h2StreamOneFrames(port: number, request: Buffer): Promise<{ type: number; flags: number; length: number }[]> {
+  return new Promise((resolve, reject) => {
+    const frames: { type: number; flags: number; length: number }[] = [];
+    let buf = Buffer.alloc(0);
+    const sock = net.connect(port, '127.0.0.1', () => sock.write(request));
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`stream 1 neither ended nor was reset: ${JSON.stringify(frames)}`));
+    }, 5000);
+    sock.on('error', reject);
+    sock.on('data', (c: Buffer) => {
+      buf = Buffer.concat([buf, c]);
+      while (buf.length >= 9 && buf.length >= 9 + buf.readUIntBE(0, 3)) {
+        const length = buf.readUIntBE(0, 3);
+        const f = { type: buf[3]!, flags: buf[4]!, length, stream: buf.readUInt32BE(5) & 0x7fffffff };
+        buf = buf.subarray(9 + length);
+        if (f.stream !== 1) continue;
+        frames.push({ type: f.type, flags: f.flags, length });
+        const ended = (f.type === 0x0 || f.type === 0x1) && (f.flags & 0x1) !== 0;
+        if (ended || f.type === 0x3) {
+          clearTimeout(timer);
+          sock.destroy();
+          resolve(frames);
+          return;
+        }
+      }
+    });
+  });
+}
+
 describe('HTTP/1.1 and HTTP/2 through the engine', () => {
   let v1: Backend;
   let b: Bench;
@@ -71,6 +117,17 @@ describe('HTTP/1.1 and HTTP/2 through the engine', () => {
     const r = await curl(['--http2-prior-knowledge', '-H', 'Host: reviews', '-d', 'x=1', `http://127.0.0.1:${b.port}/h2`]);
     assert.equal(r.status, 200);
     assert.equal(r.body, 'v1 POST /h2 x=1');
+  });
+
+  test('HTTP/2 responses end with END_STREAM, not RST_STREAM (curl drops a response reset in the same packet)', async () => {
+    for (const path of ['/plain', '/chunked']) {
+      const frames = await h2StreamOneFrames(b.port, h2RequestBytes('reviews', path));
+      const last = frames[frames.length - 1]!;
+      assert.notEqual(last.type, 0x3, `${path}: stream 1 was reset: ${JSON.stringify(frames)}`);
+      assert.equal(last.flags & 0x1, 0x1, `${path}: ${JSON.stringify(frames)}`);
+      const data = frames.filter((f) => f.type === 0x0).reduce((n, f) => n + f.length, 0);
+      assert.equal(data, path === '/plain' ? 'v1 GET /plain '.length : 'part1-part2'.length);
+    }
   });
 
   test('node http2 client: several streams on one session', async () => {
