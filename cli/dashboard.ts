@@ -1,8 +1,7 @@
 import net from 'node:net';
 import { spawn } from 'node:child_process';
 import { Command, Option } from 'commander';
-import { closeFd, openNetns, tcpSocket } from '../shared/native/index.js';
-import { httpInNetns } from '../shared/netns/http.js';
+import { httpInNetns, socketInNetns } from '../shared/netns/http.js';
 import { netnsPath, readState, type LocalState } from './local/cluster.js';
 import { DASHBOARD_PORT } from './local/topology.js';
 import { alive } from './local/system.js';
@@ -11,14 +10,7 @@ const DEFAULT_STATE_ROOT = process.env.AMBIT_STATE_DIR ?? '/run/ambit';
 
 /** A TCP connection to host:port made from inside a network namespace. */
 function connectInNetns(netns: string, host: string, port: number): net.Socket {
-  const nsFd = openNetns(netnsPath(netns));
-  let fd: number;
-  try {
-    fd = tcpSocket({ netnsFd: nsFd });
-  } finally {
-    closeFd(nsFd);
-  }
-  const sock = new net.Socket({ fd, readable: true, writable: true });
+  const sock = socketInNetns(netnsPath(netns));
   sock.connect(port, host);
   return sock;
 }

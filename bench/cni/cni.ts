@@ -33,8 +33,7 @@ import type { NodePlan, PodPlan } from '../../cli/local/topology.js';
 import { deleteNetns, listNetns, run } from '../../cli/local/system.js';
 import { unchainFromConflist } from '../../cni/install.js';
 import type { CniResult, PluginExec } from '../../shared/cni/runtime.js';
-import { httpInNetns } from '../../shared/netns/http.js';
-import { closeFd, openNetns, tcpSocket } from '../../shared/native/index.js';
+import { httpInNetns, socketInNetns } from '../../shared/netns/http.js';
 import { defaultRunner, podRulesInstalled } from '../../shared/redirect/apply.js';
 import { expectedChainRules, parseIptablesSave, type ChainRule } from '../../shared/redirect/rules.js';
 import { isDeepStrictEqual } from 'node:util';
@@ -367,14 +366,7 @@ interface Probe {
 /** One connection from the pod's netns to the server: 1 KiB request, 1 KiB answer, then ztunnel's /connections asked while it is open. */
 async function probe(pod: PodPlan, node: NodePlan, serverIp: string): Promise<Probe> {
   const start = now();
-  const nsFd = openNetns(netnsPath(pod.netns));
-  let fd: number;
-  try {
-    fd = tcpSocket({ netnsFd: nsFd });
-  } finally {
-    closeFd(nsFd);
-  }
-  const sock = new net.Socket({ fd, readable: true, writable: true });
+  const sock = socketInNetns(netnsPath(pod.netns));
   try {
     await new Promise<void>((res, rej) => {
       const timer = setTimeout(() => rej(new Error('no answer within 3 s')), 3000);

@@ -2,11 +2,8 @@ import http from 'node:http';
 import net from 'node:net';
 import { closeFd, openNetns, tcpSocket } from '../native/index.js';
 
-/** A plain HTTP request made from inside another network namespace (admin and readiness endpoints live there). */
-export async function httpInNetns(
-  netnsPath: string,
-  req: { host: string; port: number; path: string; method?: string; timeoutMs?: number },
-): Promise<{ status: number; body: string }> {
+/** An unconnected TCP socket made inside a network namespace (connect it with `sock.connect(port, host)`). */
+export function socketInNetns(netnsPath: string): net.Socket {
   const nsFd = openNetns(netnsPath);
   let fd: number;
   try {
@@ -14,7 +11,15 @@ export async function httpInNetns(
   } finally {
     closeFd(nsFd);
   }
-  const sock = new net.Socket({ fd, readable: true, writable: true });
+  return new net.Socket({ fd, readable: true, writable: true });
+}
+
+/** A plain HTTP request made from inside another network namespace (admin and readiness endpoints live there). */
+export async function httpInNetns(
+  netnsPath: string,
+  req: { host: string; port: number; path: string; method?: string; timeoutMs?: number },
+): Promise<{ status: number; body: string }> {
+  const sock = socketInNetns(netnsPath);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       sock.destroy();
