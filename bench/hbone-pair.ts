@@ -21,7 +21,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import net from 'node:net';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const ZTUNNEL_FLAGS = ['--max-semi-space-size=32'];
+/** ztunnel's V8 flags (from local mode), loaded by the parent only */
+let ZTUNNEL_FLAGS: string[] = [];
 
 interface Config {
   server: { keyPem: string; certChainPem: string; rootsPem: string[] };
@@ -116,6 +117,7 @@ async function parent(argv: string[]): Promise<void> {
     else throw new Error(`unknown flag ${a}; known: --bytes --repeat --dist --prof --streams --mode hbone|tls --node-flags "FLAGS"`);
   }
   if (prof) mkdirSync(prof, { recursive: true });
+  ZTUNNEL_FLAGS = (await import('../cli/local/cluster.js')).ZTUNNEL_NODE_FLAGS;
   const { CertificateAuthority } = await import(pathToFileURL(join(dists[0]!, 'shared/identity/ca.js')).href);
   const { generateKeyAndCsr } = await import(pathToFileURL(join(dists[0]!, 'shared/identity/csr.js')).href);
   const { Identity } = await import(pathToFileURL(join(dists[0]!, 'shared/identity/spiffe.js')).href);
