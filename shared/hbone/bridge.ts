@@ -29,12 +29,21 @@ export function resetStream(stream: Http2Stream, code: number): void {
 }
 
 /**
+ * Bytes a socket may hold unsent before the stream feeding it is paused. net.Socket's own
+ * high-water mark (16 KiB) would pause the stream at every corked batch, so each loop turn
+ * would carry one 16 KiB writev; HTTP/2 flow control (the 4 MiB stream window) still bounds
+ * what the peer may send past this.
+ */
+export const SOCKET_WRITE_BUDGET = 256 * 1024;
+
+/**
  * Pipes an HBONE stream into a socket, writing what arrived in one tick as one writev.
  * HTTP/2 DATA frames (16 KiB, split across TLS records) reach the stream in pieces of
  * about 8 KiB; writing each on its own costs a syscall per piece.
  */
 function pumpCoalesced(src: Http2Stream, dst: Socket): void {
   let corked = false;
+  let paused = false;
   const uncork = (): void => {
     corked = false;
     dst.uncork();
@@ -50,15 +59,53 @@ function pumpCoalesced(src: Http2Stream, dst: Socket): void {
       dst.cork();
       setImmediate(uncork);
     }
-    if (!dst.write(chunk)) src.pause();
+    dst.write(chunk);
+    if (dst.writableLength >= SOCKET_WRITE_BUDGET && !paused) {
+      paused = true;
+      src.pause();
+    }
   });
-  dst.on('drain', () => src.resume());
+  dst.on('drain', () => {
+    if (paused) {
+      paused = false;
+      src.resume();
+    }
+  });
   src.once('end', () => {
     // node ends the readable side of a stream that was reset or lost with its session too:
     // only an END_STREAM (no rstCode yet) is a half-close; otherwise the app gets the reset
     // from the 'close' handler, not a clean end of a cut stream
     if (!dst.destroyed && !src.rstCode) dst.end();
   });
+}
+
+/**
+ * Pipes a socket into an HBONE stream. Unlike pipe(), which pauses the socket whenever the
+ * stream holds more than its 16 KiB high-water mark, this reads on until the stream holds
+ * SOCKET_WRITE_BUDGET: libuv then reads the socket several times per loop turn, and node's
+ * HTTP/2 session sends all of it as DATA frames in one TLS write.
+ */
+function pumpToStream(src: Socket, dst: Http2Stream): void {
+  let paused = false;
+  src.on('data', (chunk: Buffer) => {
+    if (dst.destroyed) return;
+    dst.write(chunk);
+    if (dst.writableLength >= SOCKET_WRITE_BUDGET && !paused) {
+      paused = true;
+      src.pause();
+    }
+  });
+  dst.on('drain', () => {
+    if (paused) {
+      paused = false;
+      src.resume();
+    }
+  });
+  src.once('end', () => {
+    if (!dst.destroyed && !dst.writableEnded) dst.end();
+  });
+  // a socket accepted paused (or paused by its owner) does not flow by adding a 'data' listener
+  src.resume();
 }
 
 /**
@@ -75,7 +122,7 @@ export function bridge(socket: Socket, stream: Http2Stream): Promise<BridgeResul
       resolve({ bytesFromSocket: socket.bytesRead, bytesToSocket: socket.bytesWritten, outcome });
     };
     socket.setNoDelay(true);
-    socket.pipe(stream);
+    pumpToStream(socket, stream);
     pumpCoalesced(stream, socket);
     socket.on('error', (err) => {
       outcome = 'reset';

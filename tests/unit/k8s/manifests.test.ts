@@ -143,7 +143,8 @@ describe('manifests', () => {
     const objs = all();
     for (const w of objs.filter((o) => o.kind === 'Deployment' || o.kind === 'DaemonSet')) {
       for (const c of containers(w)) {
-        const entry = (c.command as string[])[1]!;
+        // node [V8 flags…] dist/…/main.js
+        const entry = (c.command as string[]).find((x) => x.endsWith('.js'))!;
         assert.ok(existsSync(join(DIST, entry.replace(/^dist\//, ''))), `${entry} is built`);
         const help = spawnSync(process.execPath, [join(ROOT, entry), '--help'], { encoding: 'utf8', timeout: 30_000 });
         assert.equal(help.status, 0, help.stderr);
