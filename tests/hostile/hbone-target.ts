@@ -89,6 +89,11 @@ function main(): void {
         process.send?.(stats);
       });
     }
+    // a peer that says goodbye (GOAWAY) and exits with streams still open: the kernel ends its sockets with a FIN
+    if (msg.type === 'goaway-exit') {
+      void current?.close();
+      setTimeout(() => process.exit(0), 100);
+    }
     if (msg.type === 'gc') {
       (globalThis as { gc?: () => void }).gc?.();
       process.send?.({ type: 'gc', id: msg.id });
@@ -96,6 +101,7 @@ function main(): void {
   });
   process.on('disconnect', () => process.exit(0));
 
+  let current: HboneServer | null = null;
   async function start(msg: StartMessage): Promise<void> {
     await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
     const appPort = (app.address() as AddressInfo).port;
@@ -146,6 +152,7 @@ function main(): void {
       sessions.add(s);
       s.on('close', () => sessions.delete(s));
     });
+    current = hbone;
     await new Promise<void>((resolve) => hbone.server.listen(0, '127.0.0.1', resolve));
     const port = (hbone.server.address() as AddressInfo).port;
     process.send?.({ type: 'ready', port, appPort, pid: process.pid });

@@ -16,7 +16,7 @@ import { tlsOptions, type TlsMaterial } from '../../shared/hbone/tls.js';
 import { ConnectionPool } from '../../shared/hbone/pool.js';
 import { bridge } from '../../shared/hbone/bridge.js';
 import { MeshError } from '../../shared/errors.js';
-import { fork } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 const SERVER = new Identity('cluster.local', 'shop', 'echo');
@@ -132,7 +132,8 @@ describe('HBONE client against servers that fail after the handshake', () => {
     }
   });
 
-  test('the app bridged to a tunnel whose peer dies sees a reset, never a clean end of a cut stream', async () => {
+  for (const [how, kill] of [['is killed', (c: ChildProcess) => c.kill('SIGKILL')], ['sends GOAWAY and exits', (c: ChildProcess) => c.send({ type: 'goaway-exit' })]] as const) {
+  test(`the app bridged to a tunnel whose peer ${how} sees a reset, never a clean end of a cut stream`, async () => {
     const child = fork(fileURLToPath(new URL('./hbone-target.js', import.meta.url)), [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
     const pool = new ConnectionPool();
     const app = net.createServer({ allowHalfOpen: true });
@@ -153,7 +154,7 @@ describe('HBONE client against servers that fail after the handshake', () => {
       });
       appSide.write('some bytes of a longer stream');
       await new Promise((r) => setTimeout(r, 200));
-      child.kill('SIGKILL');
+      kill(child);
       const r = await Promise.race([seen, new Promise<string>((res) => setTimeout(() => res('nothing within 5 s'), 5000).unref())]);
       assert.equal(r, 'error ECONNRESET');
       appSide.destroy();
@@ -163,4 +164,6 @@ describe('HBONE client against servers that fail after the handshake', () => {
       child.kill('SIGKILL');
     }
   });
+}
 });
+
