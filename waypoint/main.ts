@@ -105,7 +105,8 @@ async function main(): Promise<void> {
         s.once('error', reject);
       });
     }
-    return await pool.open({
+    // the upstream HTTP/1.1 client writes its request head as a string: see buffersOnly
+    const stream = await pool.open({
       source: identity,
       expected: [e.identity],
       target: { ip: e.ip, port: HBONE_PORT },
@@ -118,6 +119,7 @@ async function main(): Promise<void> {
         }),
       material: () => certs.get(identity),
     });
+    return buffersOnly(stream);
   };
 
   let config: WaypointConfig | null = null;
@@ -241,12 +243,13 @@ async function main(): Promise<void> {
 }
 
 /**
- * Makes a stream take strings as Buffers. node's HTTP/1.1 server writes its head as a latin1
- * string, and an HTTP/2 stream passes strings to the native layer as they are; a response head
- * written in the same tick as the request arrived reached the client with its first 16 bytes
- * overwritten (seen with 403 local replies). Encoding here keeps the bytes in JS memory.
+ * Makes a stream take strings as Buffers. node's HTTP/1.1 server and client write their heads as
+ * latin1 strings, and an HTTP/2 stream passes strings to the native layer as they are; a response
+ * head written in the same tick as the request arrived reached the client with its first 16 bytes
+ * overwritten (seen with 403 local replies), and so did request heads sent upstream on a fresh
+ * HBONE connection (the endpoint answered 400). Encoding here keeps the bytes in JS memory.
  */
-export function buffersOnly<T extends ServerHttp2Stream>(stream: T): T {
+export function buffersOnly<T extends Duplex>(stream: T): T {
   type Chunk = { chunk: Buffer | string; encoding: BufferEncoding };
   const s = stream as unknown as { _write: (c: unknown, e: BufferEncoding, cb: (err?: Error | null) => void) => void; _writev?: (cs: Chunk[], cb: (err?: Error | null) => void) => void };
   const write = s._write.bind(stream);
