@@ -236,9 +236,10 @@ export class Http2Downstream implements Downstream {
     let trailers: Record<string, string | string[]> = {};
     s.respond(h, { waitForTrailers: true });
     s.once('wantTrailers', () => {
-      const t = forwardableHeaders(trailers);
-      if (Object.keys(t).length > 0) s.sendTrailers(t as OutgoingHttpHeaders);
-      else s.close();
+      // without trailers, an empty trailer section ends the stream: close() sends
+      // RST_STREAM(NO_ERROR) and never END_STREAM, so the response does not end properly and
+      // clients such as curl sometimes drop it ("Empty reply from server")
+      s.sendTrailers(forwardableHeaders(trailers) as OutgoingHttpHeaders);
     });
     await pump(
       up,
