@@ -13,6 +13,7 @@ import { readFile } from 'node:fs/promises';
 import { constants as h2c, type ClientHttp2Stream, type ServerHttp2Stream } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { Command } from 'commander';
+import { pino } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { createLogger, parseLevel } from '../shared/telemetry/log.js';
 import { ConnectionPool } from '../shared/hbone/pool.js';
@@ -84,6 +85,11 @@ async function main(): Promise<void> {
   if (!roots) throw new Error('missing --ca-root (or $AMBIT_ROOT_CERT): the mesh roots, to verify the control plane');
   const key = `${r.namespace}/${r.name}`;
   const log = createLogger('waypoint', o.logLevel).child({ waypoint: key });
+  // The request engine writes an access-log line per request: buffered, written when 32 KiB
+  // gathered, at least once a second and at exit (as Envoy flushes its access log files every
+  // second), instead of one write() per line on the request's path.
+  const accessOut = pino.destination({ dest: 1, sync: false, minLength: 32 * 1024, maxWrite: 64 * 1024, periodicFlush: 1000 });
+  const accessLog = pino({ base: { component: 'waypoint', waypoint: key, access: true }, level: log.level, timestamp: pino.stdTimeFunctions.isoTime }, accessOut);
   const identity = new Identity(o.trustDomain, r.namespace, o.serviceAccount || r.name).toString();
 
   // read for every call: in a cluster the kubelet rotates this projected token
@@ -129,7 +135,7 @@ async function main(): Promise<void> {
     config = u.config;
     dir = new ServiceDirectory(u.config);
     if (engine) engine.update(u.config);
-    else engine = new WaypointEngine(u.config, { connect, now: () => performance.now(), random: Math.random, log: log.child({ access: true }), metrics: registry, ...(spans ? { spans } : {}) }, { tracingSamplePercent: Number(o.tracingSamplePercent) });
+    else engine = new WaypointEngine(u.config, { connect, now: () => performance.now(), random: Math.random, log: accessLog, metrics: registry, ...(spans ? { spans } : {}) }, { tracingSamplePercent: Number(o.tracingSamplePercent) });
     log.info({ version: u.version, services: u.config.services.length, routes: Object.keys(u.config.routing.tables).length, policies: u.config.policies.length }, 'configuration received');
   });
   link.start();
@@ -203,6 +209,7 @@ async function main(): Promise<void> {
       const parsed = parseLevel(level);
       if (!parsed) return send(400, { error: `unknown level "${level}"` });
       log.level = parsed;
+      accessLog.level = parsed;
       return send(200, { level: log.level });
     }
     send(404, { error: 'not found', paths: ['/config_dump', '/logging?level='] });
