@@ -239,6 +239,9 @@ export class Http2Downstream implements Downstream {
     // carrying END_STREAM. close() would send RST_STREAM(NO_ERROR) instead, and clients that
     // read it in the same packet as the response (curl) drop the response: "Empty reply".
     s.once('wantTrailers', () => {
+      // without trailers, an empty trailer section ends the stream: close() sends
+      // RST_STREAM(NO_ERROR) and never END_STREAM, so the response does not end properly and
+      // clients such as curl sometimes drop it ("Empty reply from server")
       if (s.destroyed || s.closed) return;
       s.sendTrailers(forwardableHeaders(trailers) as OutgoingHttpHeaders);
     });

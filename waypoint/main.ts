@@ -13,6 +13,7 @@ import { readFile } from 'node:fs/promises';
 import { constants as h2c, type ClientHttp2Stream, type ServerHttp2Stream } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { Command } from 'commander';
+import { pino } from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { createLogger, parseLevel } from '../shared/telemetry/log.js';
 import { ConnectionPool } from '../shared/hbone/pool.js';
@@ -84,6 +85,11 @@ async function main(): Promise<void> {
   if (!roots) throw new Error('missing --ca-root (or $AMBIT_ROOT_CERT): the mesh roots, to verify the control plane');
   const key = `${r.namespace}/${r.name}`;
   const log = createLogger('waypoint', o.logLevel).child({ waypoint: key });
+  // The request engine writes an access-log line per request: buffered, written when 32 KiB
+  // gathered, at least once a second and at exit (as Envoy flushes its access log files every
+  // second), instead of one write() per line on the request's path.
+  const accessOut = pino.destination({ dest: 1, sync: false, minLength: 32 * 1024, maxWrite: 64 * 1024, periodicFlush: 1000 });
+  const accessLog = pino({ base: { component: 'waypoint', waypoint: key, access: true }, level: log.level, timestamp: pino.stdTimeFunctions.isoTime }, accessOut);
   const identity = new Identity(o.trustDomain, r.namespace, o.serviceAccount || r.name).toString();
 
   // read for every call: in a cluster the kubelet rotates this projected token
@@ -105,7 +111,8 @@ async function main(): Promise<void> {
         s.once('error', reject);
       });
     }
-    return await pool.open({
+    // the upstream HTTP/1.1 client writes its request head as a string: see buffersOnly
+    const stream = await pool.open({
       source: identity,
       expected: [e.identity],
       target: { ip: e.ip, port: HBONE_PORT },
@@ -118,6 +125,7 @@ async function main(): Promise<void> {
         }),
       material: () => certs.get(identity),
     });
+    return buffersOnly(stream);
   };
 
   let config: WaypointConfig | null = null;
@@ -131,7 +139,7 @@ async function main(): Promise<void> {
     config = u.config;
     dir = new ServiceDirectory(u.config);
     if (engine) engine.update(u.config);
-    else engine = new WaypointEngine(u.config, { connect, now: () => performance.now(), random: Math.random, log: log.child({ access: true }), metrics: registry, ...(spans ? { spans } : {}) }, { tracingSamplePercent: Number(o.tracingSamplePercent) });
+    else engine = new WaypointEngine(u.config, { connect, now: () => performance.now(), random: Math.random, log: accessLog, metrics: registry, ...(spans ? { spans } : {}) }, { tracingSamplePercent: Number(o.tracingSamplePercent) });
     log.info({ version: u.version, services: u.config.services.length, routes: Object.keys(u.config.routing.tables).length, policies: u.config.policies.length }, 'configuration received');
   });
   link.start();
@@ -208,6 +216,7 @@ async function main(): Promise<void> {
       const parsed = parseLevel(level);
       if (!parsed) return send(400, { error: `unknown level "${level}"` });
       log.level = parsed;
+      accessLog.level = parsed;
       return send(200, { level: log.level });
     }
     send(404, { error: 'not found', paths: ['/config_dump', '/logging?level='] });
@@ -248,12 +257,13 @@ async function main(): Promise<void> {
 }
 
 /**
- * Makes a stream take strings as Buffers. node's HTTP/1.1 server writes its head as a latin1
- * string, and an HTTP/2 stream passes strings to the native layer as they are; a response head
- * written in the same tick as the request arrived reached the client with its first 16 bytes
- * overwritten (seen with 403 local replies). Encoding here keeps the bytes in JS memory.
+ * Makes a stream take strings as Buffers. node's HTTP/1.1 server and client write their heads as
+ * latin1 strings, and an HTTP/2 stream passes strings to the native layer as they are; a response
+ * head written in the same tick as the request arrived reached the client with its first 16 bytes
+ * overwritten (seen with 403 local replies), and so did request heads sent upstream on a fresh
+ * HBONE connection (the endpoint answered 400). Encoding here keeps the bytes in JS memory.
  */
-export function buffersOnly<T extends ServerHttp2Stream>(stream: T): T {
+export function buffersOnly<T extends Duplex>(stream: T): T {
   type Chunk = { chunk: Buffer | string; encoding: BufferEncoding };
   const s = stream as unknown as { _write: (c: unknown, e: BufferEncoding, cb: (err?: Error | null) => void) => void; _writev?: (cs: Chunk[], cb: (err?: Error | null) => void) => void };
   const write = s._write.bind(stream);

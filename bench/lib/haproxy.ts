@@ -37,7 +37,8 @@ export interface PeerPlan {
 }
 
 export interface PeerProcess {
-  node: 'node-1' | 'node-2';
+  /** node-1, node-2 (or, in the L7 bench, where the middle one runs) */
+  node: string;
   pid: number;
   netns: string;
   config: string;
@@ -64,7 +65,7 @@ export async function haproxyVersion(): Promise<string | null> {
   }
 }
 
-async function writeCerts(dir: string): Promise<Peer['files']> {
+export async function writeCerts(dir: string): Promise<Peer['files']> {
   const ca = await CertificateAuthority.generate({ trustDomain: 'bench.internal', commonName: 'ambit bench HAProxy peer CA', validDays: 2 });
   const serving = await ca.issueServing({ dnsNames: [SERVER_NAME], ttlSeconds: 86_400 });
   const id = new Identity('bench.internal', 'plain', 'haproxy-node-1');
@@ -171,49 +172,82 @@ export async function startPeer(p: PeerPlan, version: string, say: (l: string) =
     const sock = join(p.dir, `${node}.sock`);
     const config = join(p.dir, `haproxy-${node}.cfg`);
     await writeFile(config, node === 'node-1' ? node1Config(p, files, sock) : node2Config(p, files, sock));
-    const check = await runCmd(HAPROXY_BIN, ['-c', '-q', '-f', config], { timeoutMs: 15_000 });
-    if (check.code !== 0) throw new Error(`haproxy -c -f ${config} failed: ${(check.stderr + check.stdout).trim()}`);
+    await checkConfig(config);
   }
   for (const node of ['node-1', 'node-2'] as const) {
     const netns = node === 'node-1' ? p.node1.netns : p.node2.netns;
-    const config = join(p.dir, `haproxy-${node}.cfg`);
-    const statsSocket = join(p.dir, `${node}.sock`);
-    let exitCode: number | null = null;
-    // -db: foreground, no daemon, no master process; `ip netns exec` execs, so the pid is HAProxy's
-    let spawned: ChildProcess | null = null;
-    const running = runCmd('ip', ['netns', 'exec', netns, HAPROXY_BIN, '-db', '-f', config], { timeoutMs: 24 * 3600_000, detached: true, onSpawn: (c) => (spawned = c) });
-    const child = spawned as ChildProcess | null;
-    if (!child) throw new Error(`could not start haproxy in ${netns}`);
-    const exited = running.then(
-      (r) => {
-        exitCode = r.code;
-        if (r.stderr.trim()) say(`haproxy ${node} exited (${r.code}): ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
-        return r.code;
-      },
-      () => null,
-    );
-    if (child.pid === undefined) throw new Error(`could not start haproxy in ${netns}`);
-    procs.push({ node, pid: child.pid, netns, config, statsSocket, child, exited });
-    await writeFile(join(p.dir, 'pids'), procs.map((x) => x.pid).join('\n') + '\n');
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      if (exitCode !== null) throw new Error(`haproxy on ${node} exited at start (code ${exitCode}); config ${config}`);
-      if (/haproxy/.test(cmdline(child.pid)) && existsSync(statsSocket)) {
-        try {
-          await haproxyCommand(statsSocket, 'show info');
-          break;
-        } catch {
-          /* not yet */
-        }
-      }
-      if (Date.now() > deadline) throw new Error(`haproxy on ${node} did not come up within 10 s (stats socket ${statsSocket})`);
-      await sleep(50);
-    }
+    await startInstance({ dir: p.dir, node, netns, config: join(p.dir, `haproxy-${node}.cfg`), statsSocket: join(p.dir, `${node}.sock`) }, procs, say);
   }
   return peer;
 }
 
-export async function stopPeer(peer: Peer | null): Promise<void> {
+/** `haproxy -c`: the configuration is valid. */
+export async function checkConfig(config: string): Promise<void> {
+  const check = await runCmd(HAPROXY_BIN, ['-c', '-q', '-f', config], { timeoutMs: 15_000 });
+  if (check.code !== 0) throw new Error(`haproxy -c -f ${config} failed: ${(check.stderr + check.stdout).trim()}`);
+}
+
+export interface InstancePlan {
+  /** the peer's folder: its pids file lists every instance started */
+  dir: string;
+  node: string;
+  netns: string;
+  config: string;
+  statsSocket: string;
+  /** append HAProxy's stdout and stderr (its `log stdout` lines) to this file instead of the runner's pipe */
+  logFile?: string;
+}
+
+/**
+ * Starts one HAProxy in a network namespace (foreground, no master process), adds it to `procs`
+ * and to DIR/pids, and waits until its stats socket answers.
+ */
+export async function startInstance(i: InstancePlan, procs: PeerProcess[], say: (l: string) => void): Promise<PeerProcess> {
+  let exitCode: number | null = null;
+  // -db: foreground, no daemon, no master process; `ip netns exec` (and `sh -c exec`) exec, so the pid is HAProxy's
+  const argv = i.logFile
+    ? ['ip', 'netns', 'exec', i.netns, 'sh', '-c', 'exec "$0" "$@" >>"$AMBIT_BENCH_HAPROXY_LOG" 2>&1', HAPROXY_BIN, '-db', '-f', i.config]
+    : ['ip', 'netns', 'exec', i.netns, HAPROXY_BIN, '-db', '-f', i.config];
+  let spawned: ChildProcess | null = null;
+  const running = runCmd(argv[0]!, argv.slice(1), {
+    timeoutMs: 24 * 3600_000,
+    detached: true,
+    onSpawn: (c) => (spawned = c),
+    ...(i.logFile ? { env: { ...process.env, AMBIT_BENCH_HAPROXY_LOG: i.logFile } } : {}),
+  });
+  const child = spawned as ChildProcess | null;
+  if (!child) throw new Error(`could not start haproxy in ${i.netns}`);
+  const exited = running.then(
+    (r) => {
+      exitCode = r.code;
+      if (r.stderr.trim()) say(`haproxy ${i.node} exited (${r.code}): ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+      return r.code;
+    },
+    () => null,
+  );
+  if (child.pid === undefined) throw new Error(`could not start haproxy in ${i.netns}`);
+  const proc: PeerProcess = { node: i.node, pid: child.pid, netns: i.netns, config: i.config, statsSocket: i.statsSocket, child, exited };
+  procs.push(proc);
+  await writeFile(join(i.dir, 'pids'), procs.map((x) => x.pid).join('\n') + '\n');
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (exitCode !== null) throw new Error(`haproxy on ${i.node} exited at start (code ${exitCode}); config ${i.config}`);
+    if (/haproxy/.test(cmdline(child.pid)) && existsSync(i.statsSocket)) {
+      try {
+        await haproxyCommand(i.statsSocket, 'show info');
+        break;
+      } catch {
+        /* not yet */
+      }
+    }
+    if (Date.now() > deadline) throw new Error(`haproxy on ${i.node} did not come up within 10 s (stats socket ${i.statsSocket})`);
+    await sleep(50);
+  }
+  return proc;
+}
+
+/** Stops every HAProxy of a peer (SIGTERM, then SIGKILL) and removes its folder. */
+export async function stopPeer(peer: { procs: PeerProcess[]; plan: { dir: string } } | null): Promise<void> {
   if (!peer) return;
   await Promise.all(
     peer.procs.map(async (x) => {

@@ -1,4 +1,6 @@
 // Tiny flag parser shared by the bench tools: `--key value` pairs, numbers where they look like numbers.
+import { readFileSync } from 'node:fs';
+
 export function parseArgs(argv, defaults) {
   const out = { ...defaults };
   for (let i = 0; i < argv.length; i++) {
@@ -14,13 +16,28 @@ export function parseArgs(argv, defaults) {
   return out;
 }
 
-/** Prints one JSON line (the tool's result, plus the CPU seconds this tool used) and exits with `code`. */
+/**
+ * Prints one JSON line (the tool's result, plus the CPU seconds this tool used, with those of the
+ * programs it ran and waited for, e.g. h2load) and exits with `code`.
+ */
 let finished = false;
 export function finish(result, code = 0) {
   if (finished) return;
   finished = true;
   const cpu = process.cpuUsage();
-  process.stdout.write(JSON.stringify({ ...result, toolCpuSeconds: (cpu.user + cpu.system) / 1e6 }) + '\n', () => process.exit(code));
+  process.stdout.write(JSON.stringify({ ...result, toolCpuSeconds: (cpu.user + cpu.system) / 1e6 + childrenCpuSeconds() }) + '\n', () => process.exit(code));
+}
+
+/** CPU seconds of this process's finished, waited-for children (cutime + cstime of /proc/self/stat; 0 where there is no /proc). */
+function childrenCpuSeconds() {
+  try {
+    const stat = readFileSync('/proc/self/stat', 'utf8');
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // rest[0] is field 3; cutime is field 16, cstime field 17; USER_HZ is 100 on Linux
+    return (Number(rest[13]) + Number(rest[14])) / 100;
+  } catch {
+    return 0;
+  }
 }
 
 /** Bad flags: says so and exits at once (nothing else has started). */

@@ -7,12 +7,18 @@
 // The first --warmup seconds are sent but not recorded. After the last request, it waits at most
 // --drain seconds for answers; unanswered requests are counted as lost. Exits by itself.
 // Prints one JSON line: percentiles in milliseconds.
+//
+// With --http PATH (the L7 bench), each request is an HTTP/1.1 `POST PATH` with a --size-byte body
+// (Host: --host-header, else --host) on keep-alive connections, and a response is complete at the
+// last byte of its content-length body; responses other than 200 are counted by status and make
+// the run fail. Requests due while earlier ones are unanswered are pipelined on their connection.
 import net from 'node:net';
 import { parseArgs, finish, fail, usage } from './args.mjs';
 
 let o;
 try {
-  o = parseArgs(process.argv.slice(2), { host: '', port: 9001, rate: 1000, conns: 4, duration: 20, warmup: 1, size: 1024, drain: 5, connectTimeout: 10 });
+  o = parseArgs(process.argv.slice(2), { host: '', port: 9001, rate: 1000, conns: 4, duration: 20, warmup: 1, size: 1024, drain: 5, connectTimeout: 10, http: '', hostHeader: '' });
+  if (o.http && !o.http.startsWith('/')) throw new Error('--http takes a path starting with /');
   if (!o.host) throw new Error('--host is required');
   if (o.rate <= 0 || o.conns < 1 || o.duration <= 0) throw new Error('--rate, --conns and --duration must be positive');
 } catch (e) {
@@ -20,7 +26,13 @@ try {
 }
 
 const now = () => Number(process.hrtime.bigint()) / 1e6; // ms
-const request = Buffer.alloc(o.size, 0x71);
+const body = Buffer.alloc(o.size, 0x71);
+const request = o.http
+  ? Buffer.concat([Buffer.from(`POST ${o.http} HTTP/1.1\r\nhost: ${o.hostHeader || `${o.host}:${o.port}`}\r\ncontent-type: application/octet-stream\r\ncontent-length: ${o.size}\r\n\r\n`, 'latin1'), body])
+  : body;
+/** HTTP responses by status code (--http) */
+const statuses = {};
+let badStatus = 0;
 const total = Math.round((o.warmup + o.duration) * o.rate);
 const warmupCount = Math.round(o.warmup * o.rate);
 const intervalMs = 1000 / o.rate;
@@ -42,7 +54,7 @@ const conns = [];
 
 function connectOne() {
   return new Promise((resolve, reject) => {
-    const c = { sock: null, queue: [], head: 0, pending: 0, dead: false };
+    const c = { sock: null, queue: [], head: 0, pending: 0, dead: false, http: o.http ? newResponse() : null };
     const sock = net.connect({ host: o.host, port: o.port, noDelay: true });
     c.sock = sock;
     const timer = setTimeout(() => {
@@ -74,13 +86,41 @@ function connectOne() {
     });
     sock.on('data', (chunk) => {
       const t = now();
-      c.pending += chunk.length;
-      while (c.pending >= o.size && c.head < c.queue.length) {
-        c.pending -= o.size;
+      const answer = () => {
         const [scheduled, index] = c.queue[c.head];
         c.queue[c.head++] = undefined;
         answered++;
         if (index >= warmupCount) latencies[recorded++] = t - scheduled;
+      };
+      if (c.http) {
+        let at = 0;
+        while (at < chunk.length) {
+          const r = c.http;
+          at = readResponse(r, chunk, at);
+          if (r.error) {
+            errors++;
+            errorMessages.add(r.error);
+            sock.destroy();
+            return;
+          }
+          if (!r.done) break;
+          if (c.head >= c.queue.length) {
+            errors++;
+            errorMessages.add('a response arrived for no request');
+            sock.destroy();
+            return;
+          }
+          statuses[r.status] = (statuses[r.status] ?? 0) + 1;
+          if (r.status !== 200) badStatus++;
+          c.http = newResponse();
+          answer();
+        }
+      } else {
+        c.pending += chunk.length;
+        while (c.pending >= o.size && c.head < c.queue.length) {
+          c.pending -= o.size;
+          answer();
+        }
       }
       if (c.head > 4096 && c.head * 2 > c.queue.length) {
         c.queue = c.queue.slice(c.head);
@@ -89,6 +129,46 @@ function connectOne() {
       if (sent === total && answered === total) report();
     });
   });
+}
+
+/** State of one HTTP/1.1 response being read: its head (until the blank line), then its content-length body. */
+function newResponse() {
+  return { head: '', status: 0, remaining: -1, done: false, error: null };
+}
+
+/** Reads what belongs to response `r` from chunk[at…]; returns where it stopped (the next response starts there once r.done). */
+function readResponse(r, chunk, at) {
+  if (r.remaining < 0) {
+    // heads are small: collect them as text (latin1 keeps byte offsets)
+    const before = r.head.length;
+    r.head += chunk.toString('latin1', at, Math.min(chunk.length, at + 8192));
+    const end = r.head.indexOf('\r\n\r\n');
+    if (end < 0) {
+      if (r.head.length > 16384) r.error = 'response head longer than 16 KiB';
+      return chunk.length;
+    }
+    const used = end + 4 - before;
+    const head = r.head.slice(0, end);
+    r.head = '';
+    const m = /^HTTP\/1\.[01] (\d{3})/.exec(head);
+    if (!m) {
+      r.error = `not an HTTP/1.1 response: ${JSON.stringify(head.slice(0, 40))}`;
+      return chunk.length;
+    }
+    r.status = Number(m[1]);
+    const cl = /\r\ncontent-length:[ \t]*(\d+)/i.exec(head);
+    if (!cl) {
+      r.error = /\r\ntransfer-encoding:[^\r]*chunked/i.test(head) ? 'chunked response (this generator reads content-length bodies only)' : 'response without content-length';
+      return chunk.length;
+    }
+    r.remaining = Number(cl[1]);
+    at += used;
+  }
+  const take = Math.min(r.remaining, chunk.length - at);
+  r.remaining -= take;
+  at += take;
+  if (r.remaining === 0) r.done = true;
+  return at;
 }
 
 function tick() {
@@ -132,8 +212,9 @@ function report(why) {
   const wall = (now() - t0) / 1000;
   for (const c of conns) c.sock.destroy();
   const lost = sent - answered;
+  if (badStatus > 0) errorMessages.add(`${badStatus} response(s) other than 200: ${JSON.stringify(statuses)}`);
   const result = {
-    ok: lost === 0 && errors === 0 && sent === total,
+    ok: lost === 0 && errors === 0 && badStatus === 0 && sent === total,
     ...(why && (lost > 0 || sent < total) ? { stopped: why } : {}),
     rate: o.rate,
     conns: o.conns,
@@ -146,6 +227,7 @@ function report(why) {
     answered,
     lost,
     errors,
+    ...(o.http ? { http: o.http, statuses, badStatus } : {}),
     errorMessages: [...errorMessages].slice(0, 5),
     latencyMs: summary(latencies, recorded),
     sendLagMs: summary(sendLag, lagCount),

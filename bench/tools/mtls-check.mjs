@@ -3,6 +3,8 @@
 // presenting --cert/--key if given, sends one --size-byte request and waits for the answer.
 //   --expect answer   ok when the answer arrives (prints the TLS version and cipher)
 //   --expect refused  ok when no answer arrives (the server must refuse a client without a certificate)
+// With --http PATH (an HTTP listener, the L7 bench's middle HAProxy) the request is an HTTP/1.1
+// POST of --size bytes and the answer is a response head (its status is printed).
 // Prints one JSON line; exits by itself.
 import { readFileSync } from 'node:fs';
 import tls from 'node:tls';
@@ -10,7 +12,7 @@ import { parseArgs, finish, fail, usage } from './args.mjs';
 
 let o;
 try {
-  o = parseArgs(process.argv.slice(2), { host: '', port: 0, ca: '', cert: '', key: '', servername: '', size: 1024, expect: 'answer', timeout: 5 });
+  o = parseArgs(process.argv.slice(2), { host: '', port: 0, ca: '', cert: '', key: '', servername: '', size: 1024, expect: 'answer', timeout: 5, http: '' });
   if (!o.host || !o.port || !o.ca || !o.servername) throw new Error('--host, --port, --ca and --servername are required');
   if (o.expect !== 'answer' && o.expect !== 'refused') throw new Error('--expect is answer or refused');
 } catch (e) {
@@ -43,11 +45,16 @@ sock.on('secureConnect', () => {
   result.protocol = sock.getProtocol();
   result.cipher = sock.getCipher()?.standardName;
   result.serverCertSubjectAltName = sock.getPeerCertificate()?.subjectaltname;
-  sock.write(Buffer.alloc(o.size, 0x6d));
+  const body = Buffer.alloc(o.size, 0x6d);
+  sock.write(o.http ? Buffer.concat([Buffer.from(`POST ${o.http} HTTP/1.1\r\nhost: ${o.servername}\r\ncontent-length: ${o.size}\r\n\r\n`), body]) : body);
 });
+let text = '';
 sock.on('data', (c) => {
   got += c.length;
-  if (got >= o.size) {
+  if (o.http) text += c.toString('latin1');
+  const head = o.http ? /^HTTP\/1\.[01] (\d{3})[^]*?\r\n\r\n/.exec(text) : null;
+  if (head) result.httpStatus = Number(head[1]);
+  if (o.http ? head !== null : got >= o.size) {
     result.answered = true;
     sock.destroy();
     done(null);

@@ -255,7 +255,12 @@ describe('waypoint L7: gRPC, WebSocket, h2load, retries, timeouts, faults, mirro
     await sleep(4500); // baseEjectionTime 4s
     const again = await load('http://pool.shop/two', 20, 1);
     assert.deepEqual(again, { byPod: { 'shop/pool-good': 17, 'shop/pool-bad': 3 }, byStatus: { '200': 17, '500': 3 }, errors: 0 }, 'back in the pool, then ejected again');
-    const ejected = (await waypointLog()).filter((l) => l.includes('"msg":"outlier ejected"'));
+    // the waypoint writes its log lines at least once a second, not per line: wait for them
+    let ejected: string[] = [];
+    for (let i = 0; i < 30 && ejected.length < 2; i++) {
+      if (i > 0) await sleep(200);
+      ejected = (await waypointLog()).filter((l) => l.includes('"msg":"outlier ejected"'));
+    }
     assert.equal(ejected.length, 2);
     assert.match(ejected[0]!, new RegExp(`"endpoint":"${bad.replace(/\./g, '\\.')}".*"reason":"3 consecutive 5xx; ejected for 4000 ms \\(ejection 1\\)"`));
   });

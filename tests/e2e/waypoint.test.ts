@@ -112,8 +112,12 @@ describe('waypoint', { skip: needsRoot }, () => {
     const count = (re: RegExp) => lines.filter((l) => re.test(l)).reduce((n, l) => n + Number(l.split(' ').pop()), 0);
     assert.ok(count(/reporter="waypoint".*source_principal="spiffe:\/\/cluster.local\/ns\/shop\/sa\/client".*destination_service_name="echo-v1".*response_code="200"/) >= 1500, lines.join('\n'));
     assert.ok(count(/response_code="403"/) >= 2);
-    const log = await waypointLog();
-    const denied = log.split('\n').filter((l) => l.includes('"type":"access"') && l.includes('"status":403'));
+    // access-log lines are buffered and written at least once a second
+    let denied: string[] = [];
+    for (let i = 0; i < 30 && denied.length < 2; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 200));
+      denied = (await waypointLog()).split('\n').filter((l) => l.includes('"type":"access"') && l.includes('"status":403'));
+    }
     assert.ok(denied.length >= 2);
     assert.match(denied[0]!, /"src.identity":"spiffe:\/\/cluster.local\/ns\/shop\/sa\/(client|other)"/);
     assert.match(denied[0]!, /"flags":"RBAC"/);
