@@ -31,6 +31,7 @@ import { CertificateStore } from '../ztunnel/certificates.js';
 import { ServiceDirectory, type Endpoint, type WaypointConfig } from './config.js';
 import { WaypointEngine, type RequestContext } from './engine.js';
 import { forwardedFor, isTcpPort } from './inbound.js';
+import { dropEmptyWrites } from './streams.js';
 
 const env = process.env;
 const program = new Command()
@@ -111,7 +112,7 @@ async function main(): Promise<void> {
         s.once('error', reject);
       });
     }
-    // the upstream HTTP/1.1 client writes its request head as a string: see buffersOnly
+    // the upstream HTTP/1.1 client ends each request with an empty write: see dropEmptyWrites
     const stream = await pool.open({
       source: identity,
       expected: [e.identity],
@@ -125,7 +126,7 @@ async function main(): Promise<void> {
         }),
       material: () => certs.get(identity),
     });
-    return buffersOnly(stream);
+    return dropEmptyWrites(stream);
   };
 
   let config: WaypointConfig | null = null;
@@ -200,7 +201,7 @@ async function main(): Promise<void> {
       return;
     }
     req.stream.respond({ ':status': 200 }, { endStream: false });
-    engine.serveConnection(buffersOnly(req.stream), ctx);
+    engine.serveConnection(dropEmptyWrites(req.stream), ctx);
   }
 
   const admin = http.createServer((q, s) => {
@@ -254,25 +255,6 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
-}
-
-/**
- * Makes a stream take strings as Buffers. node's HTTP/1.1 server and client write their heads as
- * latin1 strings, and an HTTP/2 stream passes strings to the native layer as they are; a response
- * head written in the same tick as the request arrived reached the client with its first 16 bytes
- * overwritten (seen with 403 local replies), and so did request heads sent upstream on a fresh
- * HBONE connection (the endpoint answered 400). Encoding here keeps the bytes in JS memory.
- */
-export function buffersOnly<T extends Duplex>(stream: T): T {
-  type Chunk = { chunk: Buffer | string; encoding: BufferEncoding };
-  const s = stream as unknown as { _write: (c: unknown, e: BufferEncoding, cb: (err?: Error | null) => void) => void; _writev?: (cs: Chunk[], cb: (err?: Error | null) => void) => void };
-  const write = s._write.bind(stream);
-  s._write = (c, e, cb) => (typeof c === 'string' ? write(Buffer.from(c, e), 'buffer' as BufferEncoding, cb) : write(c, e, cb));
-  if (s._writev) {
-    const writev = s._writev.bind(stream);
-    s._writev = (cs, cb) => writev(cs.map((c) => (typeof c.chunk === 'string' ? { chunk: Buffer.from(c.chunk, c.encoding), encoding: 'buffer' as BufferEncoding } : c)), cb);
-  }
-  return stream;
 }
 
 /** Carries a TCP port through: bytes both ways, half-close passed on, a reset on either side resets the other. */

@@ -43,6 +43,8 @@ export interface Run {
   softirqSeconds?: number;
   /** vCPU used meanwhile by processes outside the bench and the mesh (noise) */
   otherVcpu?: number;
+  /** seconds waited before the run for the bench's processes to go quiet */
+  settleSeconds?: number;
   tool?: Record<string, unknown>;
 }
 
@@ -305,7 +307,7 @@ export function memoryTable(start: Record<string, number>, end: Record<string, n
 export function runsTable(res: L7Results): string {
   const w = res.w;
   const lines = [
-    `| rep | path | req/s closed loop | ${w.rates.map((r) => `p50 / p99 ms @ ${r.rate} | lost`).join(' | ')} | other load vCPU (median of the rep's runs) |`,
+    `| rep | path | req/s closed loop | ${w.rates.map((r) => `p50 / p99 ms @ ${r.rate} | lost / not 200`).join(' | ')} | other load vCPU (median of the rep's runs) |`,
     `|---:|---|---:|${w.rates.map(() => '---:|---:').join('|')}|---:|`,
   ];
   for (const rep of res.reps()) {
@@ -316,7 +318,7 @@ export function runsTable(res: L7Results): string {
         const r = rs.find((x) => x.kind === 'latency' && x.rate === rt.rate);
         if (!r) return 'n/a | n/a';
         if (!r.ok) return 'failed | n/a';
-        return `${fmt(lat('p50')(r), 3)} / ${fmt(lat('p99')(r), 3)} | ${String(r.tool?.lost ?? 'n/a')}`;
+        return `${fmt(lat('p50')(r), 3)} / ${fmt(lat('p99')(r), 3)} | ${String(r.tool?.lost ?? 'n/a')} / ${String(r.tool?.badStatus ?? 'n/a')}`;
       });
       const other = median(rs.map((r) => r.otherVcpu).filter((x): x is number => x !== undefined));
       lines.push(`| ${rep} | ${LABEL[p]} | ${closed ? (closed.ok ? fmt(rps(closed), 0) : 'failed') : 'n/a'} | ${cells.join(' | ')} | ${fmt(other, 2)} |`);

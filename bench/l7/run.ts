@@ -279,10 +279,11 @@ interface BenchPath {
  * (h2load.mjs, after its warm-up) moves the start of the window there.
  */
 async function measure(kind: Kind, p: BenchPath, rep: number, rate: number | undefined, run: (onLine: (line: string) => void) => Promise<{ result: Record<string, unknown>; warning?: string }>): Promise<Run> {
+  const settleSeconds = await settle();
   let before = cpuAll();
   let m0 = machineCpu(ourPids);
   let t0 = process.hrtime.bigint();
-  const base: Run = { kind, rep, path: p.name, ok: false, ...(rate !== undefined ? { rate } : {}) };
+  const base: Run = { kind, rep, path: p.name, ok: false, settleSeconds, ...(rate !== undefined ? { rate } : {}) };
   const onLine = (line: string): void => {
     if (!line.includes('"phase":"measuring"')) return;
     before = cpuAll();
@@ -304,11 +305,44 @@ async function measure(kind: Kind, p: BenchPath, rep: number, rate: number | und
   }
 }
 
+/**
+ * Waits until the bench's processes are quiet: a proxy that fell behind keeps working through
+ * requests it had already read after its load generator left, and that work must not be
+ * charged to the next run (nor slow it down). At most 30 s; returns the seconds waited.
+ */
+async function settle(): Promise<number> {
+  const t0 = Date.now();
+  const total = (): number => Object.values(cpuAll().total).reduce((a, b) => a + b, 0);
+  let last = total();
+  while (Date.now() - t0 < 30_000) {
+    await sleep(250);
+    const now = total();
+    // below 12 % of one CPU, all tracked processes together
+    if (now - last < 0.03) break;
+    last = now;
+  }
+  return (Date.now() - t0) / 1000;
+}
+
+/** Non-200 answers and unanswered requests, when nothing broke: a result of a path that did not keep up (or refused), not a broken harness. */
+function overloadNote(x: Record<string, unknown>, what: string): string | null {
+  if (x.errors !== 0 || x.sent !== x.scheduled || typeof x.answered !== 'number' || x.answered === 0) return null;
+  const parts: string[] = [];
+  if (typeof x.lost === 'number' && x.lost > 0) parts.push(`${x.lost} of ${String(x.sent)} requests unanswered`);
+  if (typeof x.badStatus === 'number' && x.badStatus > 0) parts.push(`${x.badStatus} answered other than 200 (${JSON.stringify(x.statuses)})`);
+  return parts.length ? `${parts.join(', ')} at ${what} (percentiles are over the answered ones)` : null;
+}
+
 function closed(p: BenchPath, rep: number, w: Workload): Promise<Run> {
   const c = w.closed;
   return measure('closed', p, rep, undefined, (onLine) =>
     tool(p.netns, 'h2load.mjs', ['--host', p.host, '--port', String(p.port), '--path', REQUEST_PATH, '--conns', String(c.conns), '--duration', String(c.durationS), '--warmup', String(c.warmupS), '--size', String(w.size), '--timeout', String(c.durationS + 30)], c.durationS + c.warmupS + 70, {
       onLine: (line) => onLine(line),
+      // answers other than 2xx without connection errors: a result (the proxy refused under load)
+      accept: (x) => {
+        const q = x.requests as Record<string, number> | undefined;
+        return q && q.errored === 0 && q.timeout === 0 && q.done > 0 ? `${q.done - (x.statuses as Record<string, number>)['2xx']!} of ${q.done} answered other than 2xx (${JSON.stringify(x.statuses)})` : null;
+      },
     }),
   );
 }
@@ -322,7 +356,7 @@ function latency(p: BenchPath, rep: number, w: Workload, r: Workload['rates'][nu
       r.durationS + r.warmupS + 40,
       {
         // unanswered requests without errors: the path did not keep up with the rate; a result, not a broken harness
-        accept: (x) => (x.errors === 0 && x.badStatus === 0 && x.sent === x.scheduled && typeof x.answered === 'number' && x.answered > 0 ? `${String(x.lost)} of ${String(x.sent)} requests unanswered at ${r.rate} rps (percentiles are over the answered ones)` : null),
+        accept: (x) => overloadNote(x, `${r.rate} rps`),
       },
     ),
   );
@@ -335,7 +369,7 @@ function describe(r: Run): string {
     .filter(([k, v]) => v > 0.005 || k === 'client')
     .map(([k, v]) => `${k} ${v.toFixed(2)}`)
     .join(', ');
-  const other = `other load ${fmt(r.otherVcpu, 2)} vCPU`;
+  const other = `other load ${fmt(r.otherVcpu, 2)} vCPU${(r.settleSeconds ?? 0) > 1 ? `; waited ${fmt(r.settleSeconds, 1)} s for the processes to go quiet first` : ''}`;
   if (r.kind === 'closed') return `closed  ${label} ${fmt(rps(r), 0)} req/s (${String((t.requests as Record<string, number> | undefined)?.done)} requests; CPU s: ${cpu}; ${other})`;
   const l = (k: 'p50' | 'p90' | 'p99' | 'max'): string => fmt(lat(k)(r), 3);
   return `latency ${label} @ ${r.rate} rps: p50 ${l('p50')} p90 ${l('p90')} p99 ${l('p99')} max ${l('max')} ms, lost ${String(t.lost)} (CPU s: ${cpu}; ${other})`;
