@@ -1,5 +1,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { rmdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -48,8 +49,11 @@ export class TestMesh {
     if (r.code !== 0) throw new Error(`local up failed (${r.code}):\n${r.stdout}\n${r.stderr}`);
   }
 
+  /** Tears the mesh down, then removes the test's state folder when nothing else is left in it. */
   async down(): Promise<Result> {
-    return ambit(['local', 'down', ...this.flags()]);
+    const r = await ambit(['local', 'down', ...this.flags()]);
+    await rmdir(this.stateDir).catch(() => undefined);
+    return r;
   }
 
   async status(): Promise<{ nodes: { name: string; netns: string; ip: string }[]; pods: { namespace: string; name: string; ip: string; netns: string; node: string; captured: boolean }[]; services: { name: string; vip: string }[] }> {
