@@ -85,15 +85,18 @@ export async function handleInboundHbone(ctx: ProxyContext, pod: LocalPodInfo, r
     resetSocket(app);
   };
   const t = ctx.tracker.opened({ ...base, attrs, target, abort });
-  const r = await bridge(app, req.stream);
+  // returned, not awaited: this function's frame is released while the connection stays open
   // from the client's side: what the app sent is "sent", what reached the app is "received"
-  ctx.tracker.closed(t, r.bytesToSocket, r.bytesFromSocket, r.outcome);
+  return bridge(app, req.stream).then((r) => ctx.tracker.closed(t, r.bytesToSocket, r.bytesFromSocket, r.outcome));
 }
+
+/** Errors are reported through the connection's outcome, not the emitter. */
+const ignoreError = (): void => undefined;
 
 /** Serves one plaintext connection redirected to 15006 (from outside the mesh; allowed while PERMISSIVE). */
 export async function handleInboundPlain(ctx: ProxyContext, pod: LocalPodInfo, client: Socket): Promise<void> {
   client.pause();
-  client.on('error', () => undefined);
+  client.on('error', ignoreError);
   let target: SocketAddress;
   try {
     target = originalDst(socketFd(client));
@@ -133,8 +136,7 @@ export async function handleInboundPlain(ctx: ProxyContext, pod: LocalPodInfo, c
     resetSocket(app);
   };
   const t = ctx.tracker.opened({ ...base, attrs, target: ref, abort });
-  const outcome = await joinSockets(client, app);
-  ctx.tracker.closed(t, client.bytesRead, client.bytesWritten, outcome);
+  return joinSockets(client, app).then((outcome) => ctx.tracker.closed(t, client.bytesRead, client.bytesWritten, outcome));
 }
 
 /** After a policy change: decides every open inbound connection again and resets the ones now denied. */

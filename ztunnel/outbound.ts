@@ -89,10 +89,13 @@ function isLocalAddress(ip: string): boolean {
   return v4.startsWith('127.') || v4 === '0.0.0.0' || ip === '::1' || ip === '::';
 }
 
+/** Errors are reported through the connection's outcome, not the emitter. */
+const ignoreError = (): void => undefined;
+
 /** Serves one connection captured on the pod's outbound port (15001). */
 export async function handleOutbound(ctx: ProxyContext, pod: LocalPodInfo, client: Socket): Promise<void> {
   client.pause();
-  client.on('error', () => undefined);
+  client.on('error', ignoreError);
   let dst: SocketAddress;
   try {
     dst = originalDst(socketFd(client));
@@ -134,9 +137,7 @@ export async function handleOutbound(ctx: ProxyContext, pod: LocalPodInfo, clien
         resetSocket(upstream);
       },
     });
-    const outcome = await joinSockets(client, upstream);
-    ctx.tracker.closed(t, client.bytesRead, client.bytesWritten, outcome);
-    return;
+    return joinSockets(client, upstream).then((outcome) => ctx.tracker.closed(t, client.bytesRead, client.bytesWritten, outcome));
   }
   const headers: Record<string, string> = { forwarded: `for="${formatAddress({ ip: pod.ip, port: client.remotePort ?? 0 })}"` };
   if (plan.service) headers.forwarded += `;host=${plan.service.hostname}`;
@@ -167,6 +168,7 @@ export async function handleOutbound(ctx: ProxyContext, pod: LocalPodInfo, clien
       resetSocket(client);
     },
   });
-  const r = await bridge(client, stream);
-  ctx.tracker.closed(t, r.bytesFromSocket, r.bytesToSocket, r.outcome);
+  // returned, not awaited: this function's frame (the plan, headers, request) is released
+  // while the connection stays open, which may be for hours
+  return bridge(client, stream).then((r) => ctx.tracker.closed(t, r.bytesFromSocket, r.bytesToSocket, r.outcome));
 }

@@ -37,75 +37,144 @@ export function resetStream(stream: Http2Stream, code: number): void {
 export const SOCKET_WRITE_BUDGET = 256 * 1024;
 
 /**
- * Pipes an HBONE stream into a socket, writing what arrived in one tick as one writev.
- * HTTP/2 DATA frames (16 KiB, split across TLS records) reach the stream in pieces of
- * about 8 KiB; writing each on its own costs a syscall per piece.
+ * One bridged connection. The event handlers below are shared by every connection (each
+ * finds its state on the emitter it is called on), so an open connection holds this object and
+ * node's own socket and stream, not a dozen closures: ztunnel may hold tens of thousands idle.
  */
-function pumpCoalesced(src: Http2Stream, dst: Socket): void {
-  let corked = false;
-  let paused = false;
-  const uncork = (): void => {
-    corked = false;
-    dst.uncork();
-  };
-  src.on('data', (chunk: Buffer) => {
-    // the app closed its socket and the peer still sends: as TCP answers data after a close, reset
-    if (dst.destroyed) {
-      resetStream(src, h2c.NGHTTP2_CONNECT_ERROR);
-      return;
-    }
-    if (!corked) {
-      corked = true;
-      dst.cork();
-      setImmediate(uncork);
-    }
-    dst.write(chunk);
-    if (dst.writableLength >= SOCKET_WRITE_BUDGET && !paused) {
-      paused = true;
-      src.pause();
-    }
-  });
-  dst.on('drain', () => {
-    if (paused) {
-      paused = false;
-      src.resume();
-    }
-  });
-  src.once('end', () => {
-    // node ends the readable side of a stream that was reset or lost with its session too:
-    // only an END_STREAM (no rstCode yet) is a half-close; otherwise the app gets the reset
-    // from the 'close' handler, not a clean end of a cut stream
-    if (!dst.destroyed && !src.rstCode) dst.end();
-  });
+interface Bridged {
+  socket: Socket;
+  stream: Http2Stream;
+  outcome: BridgeResult['outcome'];
+  finished: number;
+  resolve: (r: BridgeResult) => void;
+  /** the socket is corked until the next check phase (stream → socket) */
+  corked: boolean;
+  /** the stream is paused: the socket holds SOCKET_WRITE_BUDGET unsent */
+  streamPaused: boolean;
+  /** the socket is paused: the stream holds SOCKET_WRITE_BUDGET unsent */
+  socketPaused: boolean;
 }
 
-/**
- * Pipes a socket into an HBONE stream. Unlike pipe(), which pauses the socket whenever the
- * stream holds more than its 16 KiB high-water mark, this reads on until the stream holds
- * SOCKET_WRITE_BUDGET: libuv then reads the socket several times per loop turn, and node's
- * HTTP/2 session sends all of it as DATA frames in one TLS write.
+const kBridged = Symbol('ambit.bridged');
+type Side<T> = T & { [kBridged]?: Bridged };
+
+function stateOf(emitter: Side<Socket> | Side<Http2Stream>): Bridged {
+  return emitter[kBridged]!;
+}
+
+function finish(b: Bridged): void {
+  if (++b.finished < 2) return;
+  b.resolve({ bytesFromSocket: b.socket.bytesRead, bytesToSocket: b.socket.bytesWritten, outcome: b.outcome });
+}
+
+function uncork(b: Bridged): void {
+  b.corked = false;
+  b.socket.uncork();
+}
+
+/*
+ * Stream → socket, writing what arrived in one tick as one writev. HTTP/2 DATA frames (16 KiB,
+ * split across TLS records) reach the stream in pieces of about 8 KiB; writing each on its own
+ * costs a syscall per piece.
  */
-function pumpToStream(src: Socket, dst: Http2Stream): void {
-  let paused = false;
-  src.on('data', (chunk: Buffer) => {
-    if (dst.destroyed) return;
-    dst.write(chunk);
-    if (dst.writableLength >= SOCKET_WRITE_BUDGET && !paused) {
-      paused = true;
-      src.pause();
+function onStreamData(this: Side<Http2Stream>, chunk: Buffer): void {
+  const b = stateOf(this);
+  const dst = b.socket;
+  // the app closed its socket and the peer still sends: as TCP answers data after a close, reset
+  if (dst.destroyed) {
+    resetStream(this, h2c.NGHTTP2_CONNECT_ERROR);
+    return;
+  }
+  if (!b.corked) {
+    b.corked = true;
+    dst.cork();
+    setImmediate(uncork, b);
+  }
+  dst.write(chunk);
+  if (dst.writableLength >= SOCKET_WRITE_BUDGET && !b.streamPaused) {
+    b.streamPaused = true;
+    this.pause();
+  }
+}
+
+function onSocketDrain(this: Side<Socket>): void {
+  const b = stateOf(this);
+  if (b.streamPaused) {
+    b.streamPaused = false;
+    b.stream.resume();
+  }
+}
+
+function onStreamEnd(this: Side<Http2Stream>): void {
+  const b = stateOf(this);
+  // node ends the readable side of a stream that was reset or lost with its session too:
+  // only an END_STREAM (no rstCode yet) is a half-close; otherwise the app gets the reset
+  // from the 'close' handler, not a clean end of a cut stream
+  if (!b.socket.destroyed && !this.rstCode) b.socket.end();
+}
+
+/*
+ * Socket → stream. Unlike pipe(), which pauses the socket whenever the stream holds more than
+ * its 16 KiB high-water mark, this reads on until the stream holds SOCKET_WRITE_BUDGET: libuv
+ * then reads the socket several times per loop turn, and node's HTTP/2 session sends all of it
+ * as DATA frames in one TLS write.
+ */
+function onSocketData(this: Side<Socket>, chunk: Buffer): void {
+  const b = stateOf(this);
+  const dst = b.stream;
+  if (dst.destroyed) return;
+  dst.write(chunk);
+  if (dst.writableLength >= SOCKET_WRITE_BUDGET && !b.socketPaused) {
+    b.socketPaused = true;
+    this.pause();
+  }
+}
+
+function onStreamDrain(this: Side<Http2Stream>): void {
+  const b = stateOf(this);
+  if (b.socketPaused) {
+    b.socketPaused = false;
+    b.socket.resume();
+  }
+}
+
+function onSocketEnd(this: Side<Socket>): void {
+  const dst = stateOf(this).stream;
+  if (!dst.destroyed && !dst.writableEnded) dst.end();
+}
+
+function onSocketError(this: Side<Socket>, err: Error): void {
+  const b = stateOf(this);
+  b.outcome = 'reset';
+  resetStream(b.stream, isReset(err) ? h2c.NGHTTP2_CONNECT_ERROR : h2c.NGHTTP2_INTERNAL_ERROR);
+}
+
+function onStreamError(this: Side<Http2Stream>): void {
+  stateOf(this).outcome = 'reset';
+}
+
+function onStreamClose(this: Side<Http2Stream>): void {
+  const b = stateOf(this);
+  const socket = b.socket;
+  // A stream closed by RST_STREAM (or a dead session) before both ends finished: reset the socket too.
+  if (this.rstCode !== h2c.NGHTTP2_NO_ERROR || !this.writableFinished) {
+    if (this.rstCode !== h2c.NGHTTP2_NO_ERROR) b.outcome = 'reset';
+    if (!socket.destroyed) {
+      if (b.outcome === 'reset') resetSocket(socket);
+      else socket.destroy();
     }
-  });
-  dst.on('drain', () => {
-    if (paused) {
-      paused = false;
-      src.resume();
-    }
-  });
-  src.once('end', () => {
-    if (!dst.destroyed && !dst.writableEnded) dst.end();
-  });
-  // a socket accepted paused (or paused by its owner) does not flow by adding a 'data' listener
-  src.resume();
+  }
+  finish(b);
+}
+
+function onSocketClose(this: Side<Socket>): void {
+  const b = stateOf(this);
+  const stream = b.stream;
+  if (!stream.destroyed && !stream.closed) {
+    if (b.outcome === 'reset') resetStream(stream, h2c.NGHTTP2_CONNECT_ERROR);
+    else if (!stream.writableEnded) stream.end();
+  }
+  finish(b);
 }
 
 /**
@@ -115,39 +184,21 @@ function pumpToStream(src: Socket, dst: Http2Stream): void {
  */
 export function bridge(socket: Socket, stream: Http2Stream): Promise<BridgeResult> {
   return new Promise((resolve) => {
-    let outcome: BridgeResult['outcome'] = 'closed';
-    let finished = 0;
-    const finish = (): void => {
-      if (++finished < 2) return;
-      resolve({ bytesFromSocket: socket.bytesRead, bytesToSocket: socket.bytesWritten, outcome });
-    };
+    const b: Bridged = { socket, stream, outcome: 'closed', finished: 0, resolve, corked: false, streamPaused: false, socketPaused: false };
+    (socket as Side<Socket>)[kBridged] = b;
+    (stream as Side<Http2Stream>)[kBridged] = b;
     socket.setNoDelay(true);
-    pumpToStream(socket, stream);
-    pumpCoalesced(stream, socket);
-    socket.on('error', (err) => {
-      outcome = 'reset';
-      resetStream(stream, isReset(err) ? h2c.NGHTTP2_CONNECT_ERROR : h2c.NGHTTP2_INTERNAL_ERROR);
-    });
-    stream.on('error', () => {
-      outcome = 'reset';
-    });
-    stream.on('close', () => {
-      // A stream closed by RST_STREAM (or a dead session) before both ends finished: reset the socket too.
-      if (stream.rstCode !== h2c.NGHTTP2_NO_ERROR || !stream.writableFinished) {
-        if (stream.rstCode !== h2c.NGHTTP2_NO_ERROR) outcome = 'reset';
-        if (!socket.destroyed) {
-          if (outcome === 'reset') resetSocket(socket);
-          else socket.destroy();
-        }
-      }
-      finish();
-    });
-    socket.on('close', () => {
-      if (!stream.destroyed && !stream.closed) {
-        if (outcome === 'reset') resetStream(stream, h2c.NGHTTP2_CONNECT_ERROR);
-        else if (!stream.writableEnded) stream.end();
-      }
-      finish();
-    });
+    socket.on('data', onSocketData);
+    stream.on('drain', onStreamDrain);
+    socket.on('end', onSocketEnd);
+    stream.on('data', onStreamData);
+    socket.on('drain', onSocketDrain);
+    stream.on('end', onStreamEnd);
+    socket.on('error', onSocketError);
+    stream.on('error', onStreamError);
+    stream.on('close', onStreamClose);
+    socket.on('close', onSocketClose);
+    // a socket accepted paused (or paused by its owner) does not flow by adding a 'data' listener
+    socket.resume();
   });
 }

@@ -1,4 +1,4 @@
-import http2, { constants as h2c, type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders } from 'node:http2';
+import http2, { constants as h2c, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import tls from 'node:tls';
 import type { Socket } from 'node:net';
 import { MeshError } from '../errors.js';
@@ -42,6 +42,10 @@ interface PoolEntry {
 }
 
 const CONNECT_TIMEOUT_MS = 10_000;
+const ignore = (): void => undefined;
+
+const kPooled = Symbol('ambit.pooled');
+type PooledStream = ClientHttp2Stream & { [kPooled]?: { pool: ConnectionPool; pooled: PooledSession } };
 const RESPONSE_TIMEOUT_MS = 15_000;
 
 /**
@@ -92,45 +96,68 @@ export class ConnectionPool {
       }
       throw new MeshError('CONNECT', `tunnel request failed: ${(err as Error).message}`);
     }
-    stream.once('close', () => this.release(pooled));
+    return this.awaitResponse(stream, pooled, formatAddress(req.target));
+  }
+
+  /**
+   * Resolves with the stream once the far side answered 200. What only serves the answer (its
+   * listeners, timer and messages) is dropped once it came: an open tunnel keeps one shared
+   * 'close' listener and a reference to its connection (memory per idle connection).
+   */
+  private awaitResponse(stream: ClientHttp2Stream, pooled: PooledSession, target: string): Promise<ClientHttp2Stream> {
+    (stream as PooledStream)[kPooled] = { pool: this, pooled };
+    stream.on('close', ConnectionPool.releaseStream);
     return new Promise<ClientHttp2Stream>((resolve, reject) => {
+      const settle = (err: Error | null): void => {
+        clearTimeout(timer);
+        // errors after the answer are reported through the stream's close (reset), not here
+        stream.on('error', ignore);
+        stream.off('error', onError);
+        stream.off('close', onClose);
+        stream.off('response', onResponse);
+        if (err) reject(err);
+        else resolve(stream);
+      };
       // the far side answers once the app connected (it gives up after 10 s): one that never answers must not hold the client
       const timer = setTimeout(() => {
-        reject(new MeshError('TIMEOUT', `tunnel to ${formatAddress(req.target)} not answered within ${RESPONSE_TIMEOUT_MS} ms`));
+        settle(new MeshError('TIMEOUT', `tunnel to ${target} not answered within ${RESPONSE_TIMEOUT_MS} ms`));
         stream.close(h2c.NGHTTP2_CANCEL);
       }, RESPONSE_TIMEOUT_MS);
       const onError = (err: NodeJS.ErrnoException): void => {
-        clearTimeout(timer);
         if (err.code === 'ERR_HTTP2_GOAWAY_SESSION' || stream.rstCode === h2c.NGHTTP2_REFUSED_STREAM) {
-          reject(new Unprocessed(`tunnel to ${formatAddress(req.target)} refused before it was processed: ${err.message}`));
+          settle(new Unprocessed(`tunnel to ${target} refused before it was processed: ${err.message}`));
           return;
         }
-        reject(new MeshError('CONNECT', `tunnel to ${formatAddress(req.target)} failed: ${err.message}`));
+        settle(new MeshError('CONNECT', `tunnel to ${target} failed: ${err.message}`));
       };
-      stream.once('error', onError);
-      stream.once('close', () => {
-        clearTimeout(timer);
+      const onClose = (): void => {
         // refused unprocessed: beyond the last stream a GOAWAY accepted, or refused outright
         if (stream.rstCode === h2c.NGHTTP2_REFUSED_STREAM) {
-          reject(new Unprocessed(`tunnel to ${formatAddress(req.target)} refused before it was processed`));
+          settle(new Unprocessed(`tunnel to ${target} refused before it was processed`));
           return;
         }
-        reject(new MeshError('UPSTREAM_RESET', `tunnel to ${formatAddress(req.target)} closed before answering`));
-      });
-      stream.once('response', (headers) => {
-        clearTimeout(timer);
-        stream.off('error', onError);
-        stream.on('error', () => undefined);
+        settle(new MeshError('UPSTREAM_RESET', `tunnel to ${target} closed before answering`));
+      };
+      const onResponse = (headers: IncomingHttpHeaders): void => {
         const status = Number(headers[':status']);
         if (status === 200) {
-          resolve(stream);
+          settle(null);
           return;
         }
-        stream.close(h2c.NGHTTP2_CANCEL);
         const flag = status === 401 ? 'DENY' : status === 400 ? 'BAD_REQUEST' : 'CONNECT';
-        reject(new MeshError(flag, `destination answered ${status}`));
-      });
+        settle(new MeshError(flag, `destination answered ${status}`));
+        stream.close(h2c.NGHTTP2_CANCEL);
+      };
+      stream.on('error', onError);
+      stream.on('close', onClose);
+      stream.on('response', onResponse);
     });
+  }
+
+  /** A pooled stream's 'close': its connection has room for one more. Shared by every stream. */
+  private static releaseStream(this: PooledStream): void {
+    const p = this[kPooled];
+    if (p) p.pool.release(p.pooled);
   }
 
   private key(req: TunnelRequest): string {

@@ -53,6 +53,34 @@ const MAX_BAD_REQUESTS = 20;
 /** How long a refused client's socket may stay open for the GOAWAY to be read. */
 const REFUSED_GRACE_MS = 1000;
 
+/** Errors of streams and sessions are reported through their outcome, not the emitter. */
+const ignoreError = (): void => undefined;
+
+/** A session's budget of streams reset before they were answered (token bucket). */
+interface ResetLimiter {
+  tokens: number;
+  last: number;
+  resets: number;
+  readonly session: ServerHttp2Session;
+  readonly exceeded: () => void;
+  readonly burst: number;
+  readonly rate: number;
+}
+
+/** Each stream's limiter (a WeakMap: a property added to node's stream object makes it larger). */
+const resetLimiters = new WeakMap<ServerHttp2Stream, ResetLimiter>();
+
+function countEarlyReset(this: ServerHttp2Stream): void {
+  const l = resetLimiters.get(this);
+  if (!l || this.headersSent || this.rstCode === h2c.NGHTTP2_NO_ERROR || l.session.destroyed) return;
+  l.resets++;
+  const now = Date.now();
+  l.tokens = Math.min(l.burst, l.tokens + ((now - l.last) / 1000) * l.rate) - 1;
+  l.last = now;
+  if (l.tokens >= 0) return;
+  l.exceeded();
+}
+
 /**
  * The inbound side of HBONE: TLS 1.3 with client certificates from the mesh roots, ALPN h2,
  * HTTP/2 CONNECT only. Protocol errors are answered here; everything else goes to `connect`.
@@ -226,24 +254,24 @@ export class HboneServer {
   /** Rapid reset: a client resetting streams before they were answered, faster than the budget allows, is dropped. */
   private limitEarlyResets(session: ServerHttp2Session, peer: string): void {
     const { earlyResetBurst: burst, earlyResetPerSecond: rate } = this.limits;
-    let tokens = burst;
-    let last = Date.now();
-    let resets = 0;
+    const limiter: ResetLimiter = {
+      tokens: burst,
+      last: Date.now(),
+      resets: 0,
+      session,
+      exceeded: () => this.refuse(session, 'BAD_REQUEST', `client reset ${limiter.resets} streams before they were answered (rapid reset)`, peer, h2c.NGHTTP2_ENHANCE_YOUR_CALM),
+      burst,
+      rate,
+    };
     session.on('stream', (stream: ServerHttp2Stream) => {
-      stream.once('close', () => {
-        if (stream.headersSent || stream.rstCode === h2c.NGHTTP2_NO_ERROR || session.destroyed) return;
-        resets++;
-        const now = Date.now();
-        tokens = Math.min(burst, tokens + ((now - last) / 1000) * rate) - 1;
-        last = now;
-        if (tokens >= 0) return;
-        this.refuse(session, 'BAD_REQUEST', `client reset ${resets} streams before they were answered (rapid reset)`, peer, h2c.NGHTTP2_ENHANCE_YOUR_CALM);
-      });
+      // one shared handler and a reference per stream: an open tunnel holds no closure of its own
+      resetLimiters.set(stream, limiter);
+      stream.on('close', countEarlyReset);
     });
   }
 
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
-    stream.on('error', () => undefined);
+    stream.on('error', ignoreError);
     const session = stream.session as ServerHttp2Session;
     const sock = session.socket;
     const peerText = `${sock.remoteAddress}:${sock.remotePort}`;
