@@ -618,10 +618,13 @@ async function main(): Promise<void> {
   const haproxyTotal = async (): Promise<number[]> =>
     Promise.all(peer!.procs.map(async (h) => Object.values(await frontendSessions(h.statsSocket)).reduce((a, b) => a + b, 0)));
   // node-1's end counts accepted TCP connections, node-2's the CONNECT streams it received
-  const naiveTotal = async (): Promise<number[]> => Promise.all(naiveProcs.map(async (n) => {
-    const st = await naiveStats(n.statsSocket);
-    return n.node === 'node-1' ? st.accepted : st.streams;
-  }));
+  const naiveTotal = async (): Promise<number[]> =>
+    Promise.all(
+      naiveProcs.map(async (n) => {
+        const st = await naiveStats(n.statsSocket);
+        return n.node === 'node-1' ? st.accepted : st.streams;
+      }),
+    );
   const verification: Record<string, Record<string, number>> = {};
   for (const p of PATHS.map((x) => paths[x])) {
     const [zBefore, hBefore, nBefore] = await Promise.all([openedTotals([node1, node2]), haproxyTotal(), naiveTotal()]);
