@@ -1,12 +1,15 @@
 #!/usr/bin/env node
 /**
- * Side-by-side benchmark of ambit L4 against no mesh ("direct") and against a peer made of two
- * HAProxy instances doing L4 mTLS in the ztunnels' places ("HAProxy pair"), on the same path, in one run.
+ * Side-by-side benchmark of ambit L4 against no mesh ("direct"), against a peer made of two
+ * HAProxy instances doing L4 mTLS in the ztunnels' places ("HAProxy pair"), and against the naive
+ * Node HTTP/2 CONNECT tunnel of BENCH.md in the same places ("naive tunnel", bench/tools/naive-tunnel.mjs),
+ * on the same path, in one run.
  *
  * Builds one local mesh from bench/mesh/bench.yaml (two nodes; namespace `bench` is ambient,
  * namespace `plain` is not; each has a client pod on node-1 and a server pod on node-2), starts the
- * two HAProxies inside the node netns (bench/lib/haproxy.ts), checks which path is which, then,
- * rotating the order of the three paths per repetition, runs the tools of bench/tools inside the
+ * two HAProxies and the two ends of the naive tunnel inside the node netns (bench/lib/haproxy.ts,
+ * bench/lib/naive.ts), checks which path is which, then, rotating the order of the four paths per
+ * repetition, runs the tools of bench/tools inside the
  * client pods' network namespaces:
  *   1. one-stream bulk throughput (1 GiB; --quick 256 MiB) into a sink,
  *   2. open-loop 1 KiB request/response latency at 1000 rps and at a higher rate,
@@ -15,7 +18,7 @@
  * and once per path at the end 5. RSS per idle proxied connection, holding 10,000 connections.
  * Prints Markdown tables (medians; ratios and differences paired per repetition), writes JSON,
  * Markdown and an SVG chart, and (full runs) pastes the tables into bench/README.md.
- * The HAProxies and the mesh are always removed at the end, also after a failure or Ctrl-C.
+ * The HAProxies, the naive tunnel and the mesh are always removed at the end, also after a failure or Ctrl-C.
  *
  *   npm run bench -- [--quick] [--repeat N] [--out FILE.json] [--name benchNAME] [--haproxy-threads N]
  */
@@ -27,6 +30,7 @@ import { pathToFileURL } from 'node:url';
 import { latencySvg } from './lib/chart.js';
 import { CLI, cli, gitCommit, machine, meshDown, metricSum, ROOT, STATE_ROOT, TOOLS, tool } from './lib/runner.js';
 import { frontendSessions, haproxyVersion, PEER_PORTS, removeLeftoverPeer, SERVER_NAME, sslInfo, startPeer, stopPeer, type Peer } from './lib/haproxy.js';
+import { NAIVE_PORTS, naiveStats, startNaive, type Naive } from './lib/naive.js';
 import {
   children,
   clock,
@@ -217,10 +221,24 @@ let meshName = 'bench';
 let meshMayExist = false;
 let peer: Peer | null = null;
 let peerDir = '';
+let naive: Naive | null = null;
+let naiveDir = '';
 let teardownPromise: Promise<void> | null = null;
 
 function teardown(): Promise<void> {
   teardownPromise ??= (async () => {
+    if (naive || naiveDir) {
+      try {
+        if (naive) {
+          await stopPeer(naive);
+          say('naive tunnel stopped');
+        } else await removeLeftoverPeer(naiveDir);
+        naive = null;
+      } catch (err) {
+        console.error(`bench: stopping the naive tunnel failed (${(err as Error).message}); its pids are in ${naiveDir}/pids`);
+        process.exitCode = 1;
+      }
+    }
     if (peer || peerDir) {
       try {
         if (peer) {
@@ -257,7 +275,7 @@ async function leftovers(name: string): Promise<boolean> {
 // ---------------------------------------------------------------- /proc readings
 
 let tracked: Tracked[] = [];
-/** pids that count as the bench's own load (mesh processes, HAProxies, ksoftirqd) */
+/** pids that count as the bench's own load (mesh processes, HAProxies, the naive tunnel, ksoftirqd) */
 let ourPids: number[] = [];
 
 /** CPU seconds (utime+stime) and system CPU seconds (stime) of every tracked process */
@@ -470,7 +488,7 @@ async function main(): Promise<void> {
   quickRun = o.quick;
   if (process.platform !== 'linux' || process.getuid?.() !== 0) throw new Error('the bench builds network namespaces: run it as root on Linux (e.g. sudo npm run bench)');
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first (npm run build)`);
-  for (const t of ['server.mjs', 'bulk.mjs', 'loadgen.mjs', 'probe.mjs', 'churn.mjs', 'idle.mjs', 'mtls-check.mjs']) if (!existsSync(join(TOOLS, t))) throw new Error(`bench tool ${join(TOOLS, t)} is missing`);
+  for (const t of ['server.mjs', 'bulk.mjs', 'loadgen.mjs', 'probe.mjs', 'churn.mjs', 'idle.mjs', 'mtls-check.mjs', 'naive-tunnel.mjs']) if (!existsSync(join(TOOLS, t))) throw new Error(`bench tool ${join(TOOLS, t)} is missing`);
   const hv = await haproxyVersion();
   if (!hv) throw new Error('haproxy is not installed (the peer of the comparison): apt-get install -y haproxy');
   for (const bin of ['prlimit', 'ip']) {
@@ -482,7 +500,7 @@ async function main(): Promise<void> {
   const w = workloadFor(o);
 
   const mach = await machine();
-  say(`ambit bench${o.quick ? ' (quick)' : ''}: ${o.repeat} repetition(s), paths direct / ambit L4 / HAProxy ${hv} pair; ${mach.nproc} CPU(s) ${mach.cpuModel}, kernel ${mach.kernel}, node ${mach.node}, load ${(mach.loadavgAtStart as number[]).join(' ')}`);
+  say(`ambit bench${o.quick ? ' (quick)' : ''}: ${o.repeat} repetition(s), paths direct / ambit L4 / HAProxy ${hv} pair / naive Node HTTP/2 tunnel; ${mach.nproc} CPU(s) ${mach.cpuModel}, kernel ${mach.kernel}, node ${mach.node}, load ${(mach.loadavgAtStart as number[]).join(' ')}`);
   if (w.idle.limitNote) say(`idle connections: ${w.idle.limitNote}`);
   const load0 = os.loadavg()[0]!;
   if (load0 > 0.5 * os.availableParallelism()) say(`note: the machine is already busy (load average ${load0.toFixed(2)} on ${os.availableParallelism()} CPUs): expect noisy numbers`);
@@ -490,6 +508,9 @@ async function main(): Promise<void> {
   peerDir = join(os.tmpdir(), `ambit-${o.name}-haproxy`);
   const killed = await removeLeftoverPeer(peerDir);
   if (killed.length) say(`stopped HAProxy process(es) ${killed.join(', ')} left over from an earlier run`);
+  naiveDir = join(os.tmpdir(), `ambit-${o.name}-naive`);
+  const killedNaive = await removeLeftoverPeer(naiveDir);
+  if (killedNaive.length) say(`stopped naive tunnel process(es) ${killedNaive.join(', ')} left over from an earlier run`);
   if (await leftovers(o.name)) {
     say(`a mesh named "${o.name}" is left over from an earlier run: removing it`);
     meshMayExist = true;
@@ -537,8 +558,9 @@ async function main(): Promise<void> {
     direct: { name: 'direct', netns: plainClient.netns, host: plainServer.ip, sinkPort: SINK_PORT, rrPort: RR_PORT, client: plainClient, server: plainServer },
     ambit: { name: 'ambit', netns: pod('bench', 'client').netns, host: pod('bench', 'server').ip, sinkPort: SINK_PORT, rrPort: RR_PORT, client: pod('bench', 'client'), server: pod('bench', 'server') },
     haproxy: { name: 'haproxy', netns: plainClient.netns, host: node1.ip, sinkPort: PEER_PORTS.sink, rrPort: PEER_PORTS.rr, client: plainClient, server: plainServer },
+    naive: { name: 'naive', netns: plainClient.netns, host: node1.ip, sinkPort: NAIVE_PORTS.sink, rrPort: NAIVE_PORTS.rr, client: plainClient, server: plainServer },
   };
-  if (plainClient.captured || plainServer.captured) throw new Error('namespace "plain" pods are captured by ztunnel: the direct and HAProxy paths would cross the ztunnels');
+  if (plainClient.captured || plainServer.captured) throw new Error('namespace "plain" pods are captured by ztunnel: the direct, HAProxy and naive paths would cross the ztunnels');
   if (!paths.ambit.client.captured || !paths.ambit.server.captured) throw new Error('namespace "bench" pods are not captured by ztunnel');
   for (const p of Object.values(paths)) {
     if (p.client.node !== 'node-1' || p.server.node !== 'node-2') throw new Error(`${p.name}: client must be on node-1 and server on node-2 (got ${p.client.node}, ${p.server.node})`);
@@ -578,28 +600,56 @@ async function main(): Promise<void> {
   for (const h of peer.procs) tracked.push({ label: `haproxy ${h.node}`, role: 'haproxy', node: h.node, pid: h.pid });
   ourPids.push(...peer.procs.map((h) => h.pid));
   say(`HAProxy ${hv} (${o.haproxyThreads} thread(s) each): node-1 pid ${peer.procs[0]!.pid} on ${node1.ip}:${PEER_PORTS.sink}/${PEER_PORTS.rr} → mTLS → node-2 pid ${peer.procs[1]!.pid} on ${node2.ip}:${PEER_PORTS.sinkTls}/${PEER_PORTS.rrTls} → ${plainServer.ip}:${SINK_PORT}/${RR_PORT}`);
+
+  // The naive Node HTTP/2 tunnel: the same places, the same certificates.
+  naive = await startNaive(
+    { dir: naiveDir, node1: { netns: node1.netns, ip: node1.ip }, node2: { netns: node2.netns, ip: node2.ip }, server: { ip: plainServer.ip, sinkPort: SINK_PORT, rrPort: RR_PORT }, files: peer.files },
+    say,
+  );
+  const naiveProcs = [...naive.procs].sort((a, b) => a.node.localeCompare(b.node));
+  for (const n of naiveProcs) tracked.push({ label: `naive ${n.node}`, role: 'naive', node: n.node, pid: n.pid });
+  ourPids.push(...naiveProcs.map((n) => n.pid));
+  say(`naive tunnel (node ${process.version}, node:http2 defaults): node-1 pid ${naiveProcs[0]!.pid} on ${node1.ip}:${NAIVE_PORTS.sink}/${NAIVE_PORTS.rr} → HTTP/2 CONNECT over one TLS 1.3 mTLS connection → node-2 pid ${naiveProcs[1]!.pid} on ${node2.ip}:${NAIVE_PORTS.tunnel} → ${plainServer.ip}:${SINK_PORT}/${RR_PORT}`);
   const idleMemory: Record<string, Mem> = Object.fromEntries(tracked.map((t) => [t.label, memory(t.pid)]));
   for (const p of PATHS) say(`${PATH_LABEL[p].padEnd(12)}: from ${paths[p].client.ip} (${paths[p].netns}) to ${paths[p].host}:${paths[p].sinkPort}/${paths[p].rrPort}`);
 
-  // Readiness, and proof of which path is which: ztunnel's and HAProxy's connection counters move
-  // on their own path only.
+  // Readiness, and proof of which path is which: ztunnel's, HAProxy's and the naive tunnel's
+  // connection counters move on their own path only.
   const haproxyTotal = async (): Promise<number[]> =>
     Promise.all(peer!.procs.map(async (h) => Object.values(await frontendSessions(h.statsSocket)).reduce((a, b) => a + b, 0)));
+  // node-1's end counts accepted TCP connections, node-2's the CONNECT streams it received
+  const naiveTotal = async (): Promise<number[]> =>
+    Promise.all(
+      naiveProcs.map(async (n) => {
+        const st = await naiveStats(n.statsSocket);
+        return n.node === 'node-1' ? st.accepted : st.streams;
+      }),
+    );
   const verification: Record<string, Record<string, number>> = {};
   for (const p of PATHS.map((x) => paths[x])) {
-    const [zBefore, hBefore] = await Promise.all([openedTotals([node1, node2]), haproxyTotal()]);
+    const [zBefore, hBefore, nBefore] = await Promise.all([openedTotals([node1, node2]), haproxyTotal(), naiveTotal()]);
     const r = await tool(p.netns, 'probe.mjs', ['--host', p.host, '--rr-port', String(p.rrPort), '--sink-port', String(p.sinkPort), '--timeout', '20'], 30);
-    const [zAfter, hAfter] = await Promise.all([openedTotals([node1, node2]), haproxyTotal()]);
-    const moved = { 'ztunnel node-1': zAfter[0]! - zBefore[0]!, 'ztunnel node-2': zAfter[1]! - zBefore[1]!, 'haproxy node-1': hAfter[0]! - hBefore[0]!, 'haproxy node-2': hAfter[1]! - hBefore[1]! };
+    const [zAfter, hAfter, nAfter] = await Promise.all([openedTotals([node1, node2]), haproxyTotal(), naiveTotal()]);
+    const moved = {
+      'ztunnel node-1': zAfter[0]! - zBefore[0]!,
+      'ztunnel node-2': zAfter[1]! - zBefore[1]!,
+      'haproxy node-1': hAfter[0]! - hBefore[0]!,
+      'haproxy node-2': hAfter[1]! - hBefore[1]!,
+      'naive node-1': nAfter[0]! - nBefore[0]!,
+      'naive node-2': nAfter[1]! - nBefore[1]!,
+    };
     verification[p.name] = moved;
     say(`${PATH_LABEL[p.name]} ready (first answer after ${(r.result.firstMs as number).toFixed(1)} ms); connections counted by ${Object.entries(moved).map(([k, v]) => `${k} +${v}`).join(', ')}`);
     const z = moved['ztunnel node-1'] > 0 || moved['ztunnel node-2'] > 0;
     const zBoth = moved['ztunnel node-1'] > 0 && moved['ztunnel node-2'] > 0;
     const h = moved['haproxy node-1'] > 0 || moved['haproxy node-2'] > 0;
     const hBoth = moved['haproxy node-1'] > 0 && moved['haproxy node-2'] > 0;
-    if (p.name === 'direct' && (z || h)) throw new Error('the direct path went through a proxy (a ztunnel or HAProxy counter moved): the comparison would be wrong');
-    if (p.name === 'ambit' && (!zBoth || h)) throw new Error('the ambit path did not go through both ztunnels and only them (their connection counters)');
-    if (p.name === 'haproxy' && (!hBoth || z)) throw new Error('the HAProxy path did not go through both HAProxies and only them (their session counters)');
+    const n = moved['naive node-1'] > 0 || moved['naive node-2'] > 0;
+    const nBoth = moved['naive node-1'] > 0 && moved['naive node-2'] > 0;
+    if (p.name === 'direct' && (z || h || n)) throw new Error('the direct path went through a proxy (a ztunnel, HAProxy or naive tunnel counter moved): the comparison would be wrong');
+    if (p.name === 'ambit' && (!zBoth || h || n)) throw new Error('the ambit path did not go through both ztunnels and only them (their connection counters)');
+    if (p.name === 'haproxy' && (!hBoth || z || n)) throw new Error('the HAProxy path did not go through both HAProxies and only them (their session counters)');
+    if (p.name === 'naive' && (!nBoth || z || h)) throw new Error('the naive path did not go through both ends of the naive tunnel and only them (their connection counters)');
   }
   // …and that node-2's HAProxy really requires a client certificate from the CA (checked from node-1's netns).
   const mtls: Record<string, Record<string, unknown>> = {};
@@ -611,6 +661,13 @@ async function main(): Promise<void> {
   }
   const tlsIn = mtls.withClientCertificate!;
   say(`HAProxy mTLS: with the client certificate ${String(tlsIn.protocol)} ${String(tlsIn.cipher)} answered; without one refused (${String(mtls.withoutClientCertificate!.tlsError ?? 'closed').split('\n')[0]!.split(': ')[0]})`);
+  // …and that node-2's end of the naive tunnel refuses a client without a certificate (with one it
+  // answered the probe above; mtls-check speaks raw bytes, not HTTP/2, so it can only check the refusal).
+  {
+    const r = await tool(node1.netns, 'mtls-check.mjs', ['--host', node2.ip, '--port', String(NAIVE_PORTS.tunnel), '--ca', peer.files.ca, '--servername', SERVER_NAME, '--expect', 'refused'], 20);
+    mtls.naiveWithoutClientCertificate = r.result;
+    say(`naive tunnel mTLS: ${String(r.result.protocol)} ${String(r.result.cipher)}; without a client certificate refused (${String(r.result.tlsError ?? 'closed').split('\n')[0]!.split(': ')[0]})`);
+  }
 
   // Measurements: per repetition bulk, latency at each rate, churn; the order of the paths rotates.
   const runs: Run[] = [];
@@ -662,8 +719,8 @@ async function main(): Promise<void> {
   const commit = await gitCommit();
   const rateText = w.rates.map((r) => `${r.rate} rps for ${r.durationS} s`).join(' and ');
   const header = [
-    `${o.profile ? '**PROFILED** (V8 profiler running in the ztunnels: slower than normal, do not publish) ' : ''}ambit bench${o.quick ? ' (quick)' : ''}, ${now.toISOString().slice(0, 16).replace('T', ' ')} UTC, commit ${commit ?? 'unknown'}: median of ${doneReps} repetition(s); the three paths run one after the other on the same namespaces, their order rotating per repetition.`,
-    `Paths: direct = client pod → server pod; ambit L4 = client pod → (captured) ztunnel node-1 → HBONE mTLS → ztunnel node-2 (listener in the server pod netns) → server pod; HAProxy pair = client pod → HAProxy ${hv} in node-1 netns → TLS 1.3 mTLS → HAProxy in node-2 netns → server pod (${o.haproxyThreads} thread(s) each).`,
+    `${o.profile ? '**PROFILED** (V8 profiler running in the ztunnels: slower than normal, do not publish) ' : ''}ambit bench${o.quick ? ' (quick)' : ''}, ${now.toISOString().slice(0, 16).replace('T', ' ')} UTC, commit ${commit ?? 'unknown'}: median of ${doneReps} repetition(s); the four paths run one after the other on the same namespaces, their order rotating per repetition.`,
+    `Paths: direct = client pod → server pod; ambit L4 = client pod → (captured) ztunnel node-1 → HBONE mTLS → ztunnel node-2 (listener in the server pod netns) → server pod; HAProxy pair = client pod → HAProxy ${hv} in node-1 netns → TLS 1.3 mTLS → HAProxy in node-2 netns → server pod (${o.haproxyThreads} thread(s) each); naive tunnel = client pod → naive Node HTTP/2 tunnel in node-1 netns → one CONNECT stream per connection over one TLS 1.3 mTLS connection (node:http2 defaults, pipe()) → its other end in node-2 netns → server pod.`,
     `Bulk: ${sizeLabel(w.bulkBytes)} over one TCP connection. Latency: open loop, ${w.size} B requests and responses over ${w.conns} connections at ${rateText} (after a warm-up), from the scheduled send time. Churn: ${w.churn.workers} workers for ${w.churn.durationS} s, each connection one ${w.size} B request/response. Idle: ${w.idle.count} connections held once per path${w.idle.limitNote ? ` (${w.idle.limitNote})` : ''}.`,
     `Ratios and differences are medians of the per-repetition pairs. Machine: ${String(mach.nproc)} CPU(s) ${String(mach.cpuModel)}, ${String(mach.memoryGiB)} GiB, kernel ${String(mach.kernel)}, node ${String(mach.node)}; load average ${load0.toFixed(2)} at the start, ${os.loadavg()[0]!.toFixed(2)} at the end; CPU used by other processes during the runs: median ${fmt(median(others), 2)}, max ${others.length ? Math.max(...others).toFixed(2) : 'n/a'} vCPU.`,
   ].join('\n');
@@ -681,12 +738,14 @@ async function main(): Promise<void> {
     mainTable(res),
     '**Added latency** over direct (medians of the per-repetition differences, ms):',
     addedTable(res),
-    '**Per proxy process** (ztunnel on the ambit path, HAProxy on the HAProxy path; the ratio column is ztunnel ÷ HAProxy on the same node):',
+    '**Per proxy process** (ztunnel on the ambit path, HAProxy on the HAProxy path, the naive tunnel\'s ends on the naive path; the ratio columns are ztunnel ÷ HAProxy and ztunnel ÷ naive on the same node):',
     proxyTable(res, idleMiB),
     '**Where the CPU goes**: CPU seconds of each process on the path per unit of work (medians; "kernel softirq" is packet processing not charged to any process, for the whole machine):',
     splitTable(res),
     '**Where ambit L4 spends more than the HAProxy pair**: the ambit row minus the HAProxy row of the table above, split by process (positive: ambit spends more):',
     lossTable(res),
+    '**Where ambit L4 spends more than the naive tunnel** (the same, against the naive tunnel\'s row):',
+    lossTable(res, 'naive'),
     '**Per run**:',
     runsTable(res),
     ...(failed.length ? [`**Failed measurements**: ${failed.map((r) => `${r.kind}${r.rate ? ` @ ${r.rate} rps` : ''} ${PATH_LABEL[r.path]} (rep ${r.rep}): ${r.error}`).join('; ')}`] : []),
@@ -702,6 +761,7 @@ async function main(): Promise<void> {
       { label: 'direct', color: '#9e9e9e', values: (['p50', 'p90', 'p99', 'max'] as const).map((p) => res.med('latency', 'direct', lat(p), r.rate)) },
       { label: 'ambit L4 (two ztunnels)', color: '#1f77b4', values: (['p50', 'p90', 'p99', 'max'] as const).map((p) => res.med('latency', 'ambit', lat(p), r.rate)) },
       { label: `HAProxy pair (${hv}, mTLS)`, color: '#ff7f0e', values: (['p50', 'p90', 'p99', 'max'] as const).map((p) => res.med('latency', 'haproxy', lat(p), r.rate)) },
+      { label: 'naive Node HTTP/2 tunnel', color: '#2ca02c', values: (['p50', 'p90', 'p99', 'max'] as const).map((p) => res.med('latency', 'naive', lat(p), r.rate)) },
     ],
   }));
   const svg = latencySvg({
@@ -715,7 +775,7 @@ async function main(): Promise<void> {
   });
 
   const result = {
-    bench: 'ambit L4 vs direct vs HAProxy pair',
+    bench: 'ambit L4 vs direct vs HAProxy pair vs naive Node HTTP/2 tunnel',
     date: now.toISOString(),
     commit,
     machine: { ...mach, loadavgAtEnd: os.loadavg().map((x) => Math.round(x * 100) / 100) },
@@ -726,6 +786,10 @@ async function main(): Promise<void> {
       paths: Object.fromEntries(PATHS.map((p) => [p, { from: paths[p].client, netns: paths[p].netns, host: paths[p].host, sinkPort: paths[p].sinkPort, rrPort: paths[p].rrPort, server: paths[p].server }])),
       tracked,
       haproxy: { version: hv, threads: o.haproxyThreads, maxconn, configs: peer.procs.map((h) => h.config), ssl },
+      naive: {
+        commands: Object.fromEntries(naiveProcs.map((n) => [n.node, n.config])),
+        stats: Object.fromEntries(await Promise.all(naiveProcs.map(async (n) => [n.node, await naiveStats(n.statsSocket).catch((e: Error) => ({ error: e.message }))] as const))),
+      },
       mtls,
       sysctl: { 'net.ipv4.tcp_tw_reuse': 1, namespaces: allNetns },
       clockTicks: clock.ticks,
@@ -780,11 +844,11 @@ let interrupts = 0;
 function onSignal(sig: NodeJS.Signals): void {
   interrupts++;
   if (interrupts > 1) {
-    console.error(`\nbench: interrupted again; if anything is left, run \`node dist/cli/main.js local down --name ${meshName}\` (HAProxy pids: ${peerDir}/pids)`);
+    console.error(`\nbench: interrupted again; if anything is left, run \`node dist/cli/main.js local down --name ${meshName}\` (HAProxy pids: ${peerDir}/pids, naive tunnel pids: ${naiveDir}/pids)`);
     process.exit(130);
   }
   flags.aborting = true;
-  console.error(`\nbench: ${sig}: stopping the load generators and HAProxy, removing the mesh`);
+  console.error(`\nbench: ${sig}: stopping the load generators, HAProxy and the naive tunnel, removing the mesh`);
   for (const c of children) if (!c.spawnargs.includes('down')) c.kill('SIGKILL');
   void teardown().then(() => process.exit(130));
 }

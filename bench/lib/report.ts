@@ -4,17 +4,19 @@
  * and the Markdown that goes to the console, results/latest.md and bench/README.md.
  */
 
-export type PathName = 'direct' | 'ambit' | 'haproxy';
-export const PATHS: PathName[] = ['direct', 'ambit', 'haproxy'];
-export const PATH_LABEL: Record<PathName, string> = { direct: 'direct', ambit: 'ambit L4', haproxy: 'HAProxy pair' };
+export type PathName = 'direct' | 'ambit' | 'haproxy' | 'naive';
+export const PATHS: PathName[] = ['direct', 'ambit', 'haproxy', 'naive'];
+export const PATH_LABEL: Record<PathName, string> = { direct: 'direct', ambit: 'ambit L4', haproxy: 'HAProxy pair', naive: 'naive tunnel' };
+/** the processes in the proxies' places on each path */
+export const PROXY_ROLE: Record<PathName, Tracked['role'] | null> = { direct: null, ambit: 'ztunnel', haproxy: 'haproxy', naive: 'naive' };
 
 export type Kind = 'bulk' | 'latency' | 'churn' | 'idle';
 
 /** A process whose CPU and memory the bench reads. */
 export interface Tracked {
-  /** e.g. "ztunnel node-1", "haproxy node-2", "server plain" */
+  /** e.g. "ztunnel node-1", "haproxy node-2", "naive node-1", "server plain" */
   label: string;
-  role: 'ztunnel' | 'haproxy' | 'server';
+  role: 'ztunnel' | 'haproxy' | 'naive' | 'server';
   node: string;
   pid: number;
 }
@@ -111,7 +113,7 @@ export class Results {
   }
 
   proxies(path: PathName): Tracked[] {
-    const role = path === 'ambit' ? 'ztunnel' : path === 'haproxy' ? 'haproxy' : null;
+    const role = PROXY_ROLE[path];
     return this.tracked.filter((t) => t.role === role).sort((a, b) => a.node.localeCompare(b.node));
   }
 
@@ -181,14 +183,14 @@ export function sizeLabel(bytes: number): string {
 export function mainTable(res: Results): string {
   const w = res.w;
   const lines = [
-    '| measure | unit | direct | ambit L4 | HAProxy pair | ambit / direct | HAProxy / direct | ambit / HAProxy |',
-    '|---|---|---:|---:|---:|---:|---:|---:|',
+    '| measure | unit | direct | ambit L4 | HAProxy pair | naive tunnel | ambit / direct | HAProxy / direct | naive / direct | ambit / HAProxy | ambit / naive |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   const row = (label: string, unit: string, kind: Kind, get: Getter, digits: number, rate?: number): void => {
     const v = Object.fromEntries(PATHS.map((p) => [p, res.values(kind, p, get, rate)])) as Record<PathName, Map<number, number>>;
     const m = (p: PathName): number | null => median([...v[p].values()]);
     lines.push(
-      `| ${label} | ${unit} | ${fmt(m('direct'), digits)} | ${fmt(m('ambit'), digits)} | ${fmt(m('haproxy'), digits)} | ${ratio(res.paired(v.ambit, v.direct, 'ratio'))} | ${ratio(res.paired(v.haproxy, v.direct, 'ratio'))} | ${ratio(res.paired(v.ambit, v.haproxy, 'ratio'))} |`,
+      `| ${label} | ${unit} | ${fmt(m('direct'), digits)} | ${fmt(m('ambit'), digits)} | ${fmt(m('haproxy'), digits)} | ${fmt(m('naive'), digits)} | ${ratio(res.paired(v.ambit, v.direct, 'ratio'))} | ${ratio(res.paired(v.haproxy, v.direct, 'ratio'))} | ${ratio(res.paired(v.naive, v.direct, 'ratio'))} | ${ratio(res.paired(v.ambit, v.haproxy, 'ratio'))} | ${ratio(res.paired(v.ambit, v.naive, 'ratio'))} |`,
     );
   };
   row(`bulk throughput, one stream, ${sizeLabel(w.bulkBytes)}`, 'Gbit/s', 'bulk', num('gbps'), 2);
@@ -201,12 +203,12 @@ export function mainTable(res: Results): string {
 }
 
 export function addedTable(res: Results): string {
-  const lines = ['| added latency over direct | ambit L4 − direct | HAProxy − direct | ambit − HAProxy |', '|---|---:|---:|---:|'];
+  const lines = ['| added latency over direct | ambit L4 − direct | HAProxy − direct | naive − direct | ambit − HAProxy | ambit − naive |', '|---|---:|---:|---:|---:|---:|'];
   for (const r of res.w.rates) {
     for (const p of ['p50', 'p90', 'p99', 'max'] as const) {
       const v = Object.fromEntries(PATHS.map((x) => [x, res.values('latency', x, lat(p), r.rate)])) as Record<PathName, Map<number, number>>;
       lines.push(
-        `| ${p} @ ${r.rate} rps (ms) | ${signed(res.paired(v.ambit, v.direct, 'diff'), 3)} | ${signed(res.paired(v.haproxy, v.direct, 'diff'), 3)} | ${signed(res.paired(v.ambit, v.haproxy, 'diff'), 3)} |`,
+        `| ${p} @ ${r.rate} rps (ms) | ${signed(res.paired(v.ambit, v.direct, 'diff'), 3)} | ${signed(res.paired(v.haproxy, v.direct, 'diff'), 3)} | ${signed(res.paired(v.naive, v.direct, 'diff'), 3)} | ${signed(res.paired(v.ambit, v.haproxy, 'diff'), 3)} | ${signed(res.paired(v.ambit, v.naive, 'diff'), 3)} |`,
       );
     }
   }
@@ -215,19 +217,23 @@ export function addedTable(res: Results): string {
 
 export function proxyTable(res: Results, idleMiB: Record<string, number>): string {
   const zs = res.proxies('ambit');
-  const hs = res.proxies('haproxy');
-  const cols = [...zs, ...hs];
+  const peers = (['haproxy', 'naive'] as const).map((p) => ({ path: p, name: p === 'haproxy' ? 'HAProxy' : 'naive', procs: res.proxies(p) }));
+  const cols = [...zs, ...peers.flatMap((p) => p.procs)];
+  const pathOf = (t: Tracked): PathName => (Object.keys(PROXY_ROLE) as PathName[]).find((p) => PROXY_ROLE[p] === t.role)!;
+  const ratioHeads = peers.flatMap((p) => zs.map((z) => `ztunnel / ${p.name} ${z.node}`));
   const lines = [
-    `| per proxy process | unit | ${cols.map((c) => c.label).join(' | ')} | ${zs.map((z) => `ztunnel / HAProxy ${z.node}`).join(' | ')} |`,
-    `|---|---|${cols.map(() => '---:').join('|')}|${zs.map(() => '---:').join('|')}|`,
+    `| per proxy process | unit | ${cols.map((c) => c.label).join(' | ')} | ${ratioHeads.join(' | ')} |`,
+    `|---|---|${cols.map(() => '---:').join('|')}|${ratioHeads.map(() => '---:').join('|')}|`,
   ];
   const row = (label: string, unit: string, kind: Kind, get: (t: Tracked) => Getter, digits: number, rate?: number): void => {
-    const cells = cols.map((t) => fmt(res.med(kind, t.role === 'ztunnel' ? 'ambit' : 'haproxy', get(t), rate), digits));
-    const ratios = zs.map((z) => {
-      const h = hs.find((x) => x.node === z.node);
-      if (!h) return 'n/a';
-      return ratio(res.paired(res.values(kind, 'ambit', get(z), rate), res.values(kind, 'haproxy', get(h), rate), 'ratio'));
-    });
+    const cells = cols.map((t) => fmt(res.med(kind, pathOf(t), get(t), rate), digits));
+    const ratios = peers.flatMap((p) =>
+      zs.map((z) => {
+        const h = p.procs.find((x) => x.node === z.node);
+        if (!h) return 'n/a';
+        return ratio(res.paired(res.values(kind, 'ambit', get(z), rate), res.values(kind, p.path, get(h), rate), 'ratio'));
+      }),
+    );
     lines.push(`| ${label} | ${unit} | ${cells.join(' | ')} | ${ratios.join(' | ')} |`);
   };
   for (const r of res.w.rates) {
@@ -238,7 +244,13 @@ export function proxyTable(res: Results, idleMiB: Record<string, number>): strin
   row(`… of which in the kernel (stime)`, 'CPU s', 'bulk', (t) => cpuPer(t.label, 'bulk', 'sys'), 3);
   row(`CPU per 1000 new connections`, 'CPU s', 'churn', (t) => cpuPer(t.label, 'churn'), 3);
   row(`… of which in the kernel (stime)`, 'CPU s', 'churn', (t) => cpuPer(t.label, 'churn', 'sys'), 3);
-  lines.push(`| RSS idle (just started, no traffic yet) | MiB | ${cols.map((c) => fmt(idleMiB[c.label], 1)).join(' | ')} | ${zs.map((z) => ratio(idleMiB[z.label] !== undefined && idleMiB[`haproxy ${z.node}`] ? idleMiB[z.label]! / idleMiB[`haproxy ${z.node}`]! : null)).join(' | ')} |`);
+  const idleRatios = peers.flatMap((p) =>
+    zs.map((z) => {
+      const h = p.procs.find((x) => x.node === z.node);
+      return ratio(h && idleMiB[z.label] !== undefined && idleMiB[h.label] ? idleMiB[z.label]! / idleMiB[h.label]! : null);
+    }),
+  );
+  lines.push(`| RSS idle (just started, no traffic yet) | MiB | ${cols.map((c) => fmt(idleMiB[c.label], 1)).join(' | ')} | ${idleRatios.join(' | ')} |`);
   const held = res.runs.find((r) => r.kind === 'idle' && r.ok && r.held)?.held ?? res.w.idle.count;
   row(`RSS before opening the idle connections`, 'MiB', 'idle', (t) => (r) => r.rssBeforeMiB?.[t.label], 1);
   row(`RSS holding ${held} idle proxied connections`, 'MiB', 'idle', (t) => (r) => r.rssHeldMiB?.[t.label], 1);
@@ -270,10 +282,11 @@ export function splitTable(res: Results): string {
   return lines.join('\n');
 }
 
-/** ambit minus HAProxy, per unit of work, split by process: where the extra CPU of the ambit path goes. */
-export function lossTable(res: Results): string {
+/** ambit minus another proxied path, per unit of work, split by process: where the extra CPU of the ambit path goes. */
+export function lossTable(res: Results, other: 'haproxy' | 'naive' = 'haproxy'): string {
+  const name = other === 'haproxy' ? 'HAProxy' : 'naive';
   const lines = [
-    '| ambit L4 − HAProxy pair | ambit sum | HAProxy sum | difference | proxy node-1 | proxy node-2 | kernel softirq | load generator | server |',
+    `| ambit L4 − ${PATH_LABEL[other]} | ambit sum | ${name} sum | difference | proxy node-1 | proxy node-2 | kernel softirq | load generator | server |`,
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   const work: { label: string; kind: Kind; rate?: number; digits: number }[] = [
@@ -287,7 +300,7 @@ export function lossTable(res: Results): string {
       return [p1?.label, p2?.label, 'softirq', 'client', res.server(p)?.label].map((l) => (l === undefined ? null : res.med(wk.kind, p, cpuPer(l, wk.kind), wk.rate)));
     };
     const a = parts('ambit');
-    const h = parts('haproxy');
+    const h = parts(other);
     if (a.every((v) => v === null) || h.every((v) => v === null)) continue;
     const sa = a.reduce<number>((x, v) => x + (v ?? 0), 0);
     const sh = h.reduce<number>((x, v) => x + (v ?? 0), 0);
@@ -366,6 +379,9 @@ export function goals(res: Results): Goal[] {
   const gbps = num('gbps');
   const out: Goal[] = [];
   out.push(atLeast('bulk throughput ≥ 1.0× HAProxy', 1, res.paired(v('bulk', 'ambit', gbps), v('bulk', 'haproxy', gbps), 'ratio'), (x) => `${x.toFixed(2)}× HAProxy`, '1.00× HAProxy'));
+  out.push(
+    atLeast('bulk throughput ≥ the naive Node HTTP/2 tunnel (issue 2)', 1, res.paired(v('bulk', 'ambit', gbps), v('bulk', 'naive', gbps), 'ratio'), (x) => `${x.toFixed(2)}× naive`, '1.00× naive'),
+  );
   out.push(atLeast('bulk throughput ≥ 0.5× direct', 0.5, res.paired(v('bulk', 'ambit', gbps), v('bulk', 'direct', gbps), 'ratio'), (x) => `${x.toFixed(2)}× direct`, '0.50× direct'));
   const r1 = res.w.rates.find((r) => r.rate === 1000) ?? res.w.rates[0]!;
   const p99 = lat('p99');
