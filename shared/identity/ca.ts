@@ -7,17 +7,8 @@ import type * as X509 from '@peculiar/x509';
 import { X509Certificate as NodeX509Certificate, createPrivateKey, createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
 import { DEFAULT_TRUST_DOMAIN, Identity, validateTrustDomain } from './spiffe.js';
-import {
-  EC_P256,
-  normalizeSerial,
-  parseCertificate,
-  pemBlocks,
-  splitPemCertificates,
-  toPem,
-  uriSansOf,
-  webcrypto,
-  x509,
-} from './csr.js';
+import { normalizeSerial, pemBlocks, splitPemCertificates, toPem } from './csr.js';
+import { EC_P256, parseCertificate, uriSansOf, webcrypto, x509 } from './x509.js';
 import { rootOfChain, type CaView } from './trust.js';
 
 /** A certificate issued by the CA, with what a TLS endpoint needs to present and verify it. */

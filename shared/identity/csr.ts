@@ -2,25 +2,15 @@
  * Workload-side certificate helpers: key + CSR generation, reading certificates,
  * and extracting the SPIFFE id of a TLS peer. Also holds the small PEM helpers the
  * CA shares, so both sides parse PEM the same way.
+ *
+ * Only node:crypto here: ztunnel and the waypoint load this module, and the X.509 library the
+ * CA signs with (./x509.ts) would add about 18 MiB to each of those processes.
  */
-import type * as X509 from '@peculiar/x509';
-import { X509Certificate as NodeX509Certificate } from 'node:crypto';
+import { X509Certificate as NodeX509Certificate, generateKeyPair, sign } from 'node:crypto';
+import { promisify } from 'node:util';
 import { Identity } from './spiffe.js';
 
-// @peculiar/x509 resolves its internals through tsyringe, which needs the Reflect metadata API
-// loaded first; a static import of x509 would be evaluated before it, hence the dynamic one.
-await import('reflect-metadata');
-
-/** The @peculiar/x509 module, loaded after reflect-metadata. */
-export const x509: typeof X509 = await import('@peculiar/x509');
-
-/** WebCrypto used for every @peculiar/x509 call (Node's own implementation). */
-export const webcrypto: Crypto = globalThis.crypto;
-// Set once so library internals that take no explicit provider use Node's WebCrypto too.
-x509.cryptoProvider.set(webcrypto);
-
-/** Key algorithm of every workload key (design: ECDSA P-256). */
-export const EC_P256: Readonly<EcKeyGenParams> = Object.freeze({ name: 'ECDSA', namedCurve: 'P-256' });
+const generateKeyPairP = promisify(generateKeyPair);
 
 /** One decoded PEM block. */
 export interface PemBlock {
@@ -62,46 +52,53 @@ export function splitPemCertificates(text: string, what = 'certificate'): string
   return certs.map((b) => toPem(b.der, 'CERTIFICATE'));
 }
 
-/** Parses exactly the first certificate of a PEM (bundle) with @peculiar/x509, with a clear error. */
-export function parseCertificate(pem: string, what = 'certificate'): X509.X509Certificate {
-  const [first] = splitPemCertificates(pem, what);
-  try {
-    return new x509.X509Certificate(first!);
-  } catch (err) {
-    throw new Error(`invalid ${what}: malformed X.509 DER (${(err as Error).message})`);
-  }
-}
-
-/** URI SANs of a certificate or CSR extension list. */
-export function uriSansOf(extensions: readonly X509.Extension[]): string[] {
-  const out: string[] = [];
-  for (const ext of extensions) {
-    if (ext instanceof x509.SubjectAlternativeNameExtension) {
-      for (const n of ext.names.items) if (n.type === 'url') out.push(n.value);
-    }
-  }
-  return out;
-}
-
 /** Lower-case hex, no leading zero byte: the one serial format used across ambit. */
 export function normalizeSerial(hex: string): string {
   return hex.toLowerCase().replace(/^(00)+(?=[0-9a-f]{2})/, '');
 }
 
+/** A DER length. */
+function derLength(n: number): Buffer {
+  if (n < 0x80) return Buffer.from([n]);
+  const bytes: number[] = [];
+  for (let v = n; v > 0; v = Math.floor(v / 256)) bytes.unshift(v & 0xff);
+  return Buffer.from([0x80 | bytes.length, ...bytes]);
+}
+
+/** One DER element: tag, length, content. */
+function der(tag: number, ...content: Buffer[]): Buffer {
+  const body = Buffer.concat(content);
+  return Buffer.concat([Buffer.from([tag]), derLength(body.length), body]);
+}
+
+const OID_EXTENSION_REQUEST = Buffer.from('06092a864886f70d01090e', 'hex'); // 1.2.840.113549.1.9.14
+const OID_SUBJECT_ALT_NAME = Buffer.from('0603551d11', 'hex'); // 2.5.29.17
+const OID_ECDSA_WITH_SHA256 = Buffer.from('06082a8648ce3d040302', 'hex'); // 1.2.840.10045.4.3.2
+const DER_TRUE = Buffer.from('0101ff', 'hex');
+const DER_VERSION_0 = Buffer.from('020100', 'hex');
+const DER_EMPTY_NAME = Buffer.from('3000', 'hex');
+
+/**
+ * A PKCS#10 request (RFC 2986) signed with ECDSA-SHA256: empty subject, the public key, and one
+ * requested extension, a critical subjectAltName holding the SPIFFE id as its only URI (with an
+ * empty subject the SAN must be critical, RFC 5280 §4.2.1.6).
+ */
+export function buildCsr(spkiDer: Buffer, uri: string, signer: (data: Buffer) => Buffer): Buffer {
+  const sanValue = der(0x30, der(0x86, Buffer.from(uri, 'ascii'))); // GeneralNames: [6] IA5String
+  const extension = der(0x30, OID_SUBJECT_ALT_NAME, DER_TRUE, der(0x04, sanValue));
+  const attribute = der(0x30, OID_EXTENSION_REQUEST, der(0x31, der(0x30, extension)));
+  const info = der(0x30, DER_VERSION_0, DER_EMPTY_NAME, spkiDer, der(0xa0, attribute));
+  const signature = signer(info);
+  return der(0x30, info, der(0x30, OID_ECDSA_WITH_SHA256), der(0x03, Buffer.from([0]), signature));
+}
+
 /** Generates an ECDSA P-256 key (PKCS#8 PEM) and a CSR carrying the SPIFFE id as its only URI SAN. */
 export async function generateKeyAndCsr(identity: Identity): Promise<{ keyPem: string; csrPem: string }> {
-  const keys = (await webcrypto.subtle.generateKey(EC_P256, true, ['sign', 'verify'])) as CryptoKeyPair;
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create(
-    {
-      keys,
-      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams,
-      // Empty subject, identity only in the SAN: the SPIFFE X.509-SVID layout Istio uses.
-      extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: identity.toString() }], true)],
-    },
-    webcrypto,
-  );
-  const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
-  return { keyPem: toPem(pkcs8, 'PRIVATE KEY'), csrPem: toPem(csr.rawData, 'CERTIFICATE REQUEST') };
+  const { publicKey, privateKey } = await generateKeyPairP('ec', { namedCurve: 'prime256v1' });
+  const uri = identity.toString();
+  if (!/^[\x21-\x7e]+$/.test(uri)) throw new Error(`identity ${JSON.stringify(uri)} is not printable ASCII`);
+  const csr = buildCsr(publicKey.export({ type: 'spki', format: 'der' }), uri, (data) => sign('sha256', data, privateKey));
+  return { keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, csrPem: toPem(csr, 'CERTIFICATE REQUEST') };
 }
 
 /** Reads what operators want to see of a PEM certificate (the first one of a bundle). */
@@ -114,16 +111,24 @@ export function describeCertificate(pem: string): {
   issuer: string;
   isCa: boolean;
 } {
-  const cert = parseCertificate(pem);
-  const bc = cert.getExtension(x509.BasicConstraintsExtension);
+  const [first] = splitPemCertificates(pem);
+  let cert: NodeX509Certificate;
+  try {
+    cert = new NodeX509Certificate(first!);
+  } catch (err) {
+    throw new Error(`invalid certificate: malformed X.509 DER (${(err as Error).message})`);
+  }
   return {
     serial: normalizeSerial(cert.serialNumber),
-    notBefore: cert.notBefore,
-    notAfter: cert.notAfter,
-    uriSans: uriSansOf(cert.extensions),
-    subject: cert.subject,
-    issuer: cert.issuer,
-    isCa: bc?.ca === true,
+    notBefore: new Date(cert.validFrom),
+    notAfter: new Date(cert.validTo),
+    uriSans: parseSubjectAltName(cert.subjectAltName ?? '')
+      .filter(([type]) => type === 'URI')
+      .map(([, v]) => v),
+    // node prints one attribute per line; one line reads better in tables and logs
+    subject: (cert.subject ?? '').split('\n').join(', '),
+    issuer: (cert.issuer ?? '').split('\n').join(', '),
+    isCa: cert.ca,
   };
 }
 

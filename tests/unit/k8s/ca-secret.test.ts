@@ -8,7 +8,8 @@ import { FakeApiServer } from './fake-apiserver.js';
 import { captureLogger, kubeConfigFor, namespace } from './fixtures.js';
 import { CA_CERT_KEY, CA_KEY_KEY, ROOT_CERT_KEY, caFromSecretData, kubeCaSecretApi, loadOrCreateCa, publishRoots, type CaSecretApi } from '../../../control/ca-secret.js';
 import { CertificateAuthority } from '../../../shared/identity/ca.js';
-import { generateKeyAndCsr, x509, webcrypto, EC_P256, toPem } from '../../../shared/identity/csr.js';
+import { generateKeyAndCsr, toPem } from '../../../shared/identity/csr.js';
+import { x509, webcrypto, EC_P256 } from '../../../shared/identity/x509.js';
 import { Identity } from '../../../shared/identity/spiffe.js';
 
 const secretText = (fake: FakeApiServer, name = 'ambit-ca'): Record<string, string> => {

@@ -15,8 +15,8 @@ import {
   generateKeyAndCsr,
   spiffeIdFromSubjectAltName,
   toPem,
-  x509,
 } from '../../../shared/identity/csr.js';
+import { x509 } from '../../../shared/identity/x509.js';
 
 const execFileP = promisify(execFile);
 

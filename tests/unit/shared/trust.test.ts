@@ -79,7 +79,8 @@ describe('trust bundle', () => {
 
 /** An intermediate CA whose certificate the root signs (load() with root as extra). */
 async function intermediateUnder(root: CertificateAuthority): Promise<CertificateAuthority> {
-  const { x509, webcrypto, toPem } = await import('../../../shared/identity/csr.js');
+  const { toPem } = await import('../../../shared/identity/csr.js');
+  const { x509, webcrypto } = await import('../../../shared/identity/x509.js');
   const keys = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as CryptoKeyPair;
   const rootCert = new x509.X509Certificate(root.certPem);
   const rootKey = await webcrypto.subtle.importKey('pkcs8', pemDer(root.keyPem()), { name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign']);
