@@ -19,6 +19,7 @@ import type { HeaderMap } from '../shared/routing/filters.js';
 import { RequestLimiter } from '../shared/routing/limits.js';
 import { normalizePath, RegexCache } from '../shared/routing/match.js';
 import { OutlierTracker, type Ejection } from '../shared/routing/outlier.js';
+import { AccessLogWriter } from './access-log.js';
 import { ReplayableBody } from './body.js';
 import { ServiceDirectory, type Destination, type WaypointConfig } from './config.js';
 import { forwardableHeaders, grpcMessage, Http1Downstream, Http2Downstream, type Downstream } from './downstream.js';
@@ -162,6 +163,7 @@ export class WaypointEngine {
   readonly http1Server: http.Server;
   readonly http2Server: http2.Http2Server;
   private readonly metrics: WaypointMetrics;
+  private readonly accessLog: AccessLogWriter;
   private readonly pool: UpstreamPool;
   private readonly states = new Map<string, TrackedState>();
   private readonly sessions = new Set<ServerHttp2Session>();
@@ -182,6 +184,7 @@ export class WaypointEngine {
   ) {
     this.maxReplayBytes = options.maxReplayBytes ?? 1024 * 1024;
     this.metrics = new WaypointMetrics(deps.metrics);
+    this.accessLog = new AccessLogWriter(deps.log);
     this.pool = new UpstreamPool(deps.connect);
     this.tracer = deps.spans ? new WaypointTracer(deps.spans, { samplePercent: options.tracingSamplePercent, random: deps.random }) : null;
     this.update(cfg);
@@ -405,34 +408,31 @@ export class WaypointEngine {
       x.down.bytesSent,
     );
     const route = x.selection ? `${x.selection.route.kind} ${x.selection.route.key} ${x.selection.rule.name}` : x.rule ? 'default' : null;
-    this.deps.log.info(
-      {
-        type: 'access',
-        'request.id': x.id,
-        'src.addr': `${x.ctx.source.ip}:${x.ctx.source.port}`,
-        'src.identity': x.ctx.source.identity,
-        'src.workload': x.sourceWorkload ? `${x.sourceWorkload.namespace}/${x.sourceWorkload.name}` : null,
-        'dst.service': dstService?.hostname ?? null,
-        'dst.addr': x.endpoint?.key ?? null,
-        'dst.workload': w ? `${w.namespace}/${w.name}` : null,
-        method: x.method,
-        path: x.path,
-        authority: x.authority,
-        protocol: x.downstreamProtocol,
-        status,
-        'grpc.status': x.grpcStatus,
-        flags,
-        route,
-        authz: x.decision && (x.decision.policy !== null || !x.decision.allowed) ? x.decision.reason : undefined,
-        attempts: x.attempts,
-        'duration.ms': durationMs,
-        'bytes.received': x.body.bytes,
-        'bytes.sent': x.down.bytesSent,
-        detail: x.detail ?? undefined,
-        traceparent: x.headers.traceparent ?? x.headers['x-b3-traceid'] ?? undefined,
-      },
-      'request',
-    );
+    this.accessLog.write({
+      type: 'access',
+      'request.id': x.id,
+      'src.addr': `${x.ctx.source.ip}:${x.ctx.source.port}`,
+      'src.identity': x.ctx.source.identity,
+      'src.workload': x.sourceWorkload ? `${x.sourceWorkload.namespace}/${x.sourceWorkload.name}` : null,
+      'dst.service': dstService?.hostname ?? null,
+      'dst.addr': x.endpoint?.key ?? null,
+      'dst.workload': w ? `${w.namespace}/${w.name}` : null,
+      method: x.method,
+      path: x.path,
+      authority: x.authority,
+      protocol: x.downstreamProtocol,
+      status,
+      'grpc.status': x.grpcStatus,
+      flags,
+      route,
+      authz: x.decision && (x.decision.policy !== null || !x.decision.allowed) ? x.decision.reason : undefined,
+      attempts: x.attempts,
+      'duration.ms': durationMs,
+      'bytes.received': x.body.bytes,
+      'bytes.sent': x.down.bytesSent,
+      detail: x.detail ?? undefined,
+      traceparent: x.headers.traceparent ?? x.headers['x-b3-traceid'] ?? undefined,
+    });
   }
 
   /** Current outlier ejections per destination, for debugging. */
