@@ -176,6 +176,7 @@ export class WaypointEngine {
   private policies!: L7PolicyIndex;
   private regexes!: RegexCache;
   private pendingH2Context: RequestContext | null = null;
+  private stageEnv!: StageEnv;
 
   constructor(
     cfg: WaypointConfig,
@@ -208,24 +209,25 @@ export class WaypointEngine {
     this.dir = new ServiceDirectory(cfg);
     this.policies = new L7PolicyIndex(cfg.policies, cfg.rootNamespace);
     this.regexes = new RegexCache();
+    this.stageEnv = this.makeEnv();
     // destinations keep their ejections and cursors; their policy is refreshed on next use
     for (const st of this.states.values()) st.stale = true;
   }
 
   private state(d: Destination): DestinationState {
     let st = this.states.get(d.key);
-    const lbName = JSON.stringify(d.policy.loadBalancer);
     if (st === undefined) {
       st = {
         balancer: createBalancer(d.policy.loadBalancer),
         tracker: d.policy.outlierDetection ? new OutlierTracker(d.policy.outlierDetection) : null,
         limiter: new RequestLimiter(d.policy.connectionPool),
-        lb: lbName,
+        lb: JSON.stringify(d.policy.loadBalancer),
         stale: false,
       };
       this.states.set(d.key, st);
     } else if (st.stale) {
       st.stale = false;
+      const lbName = JSON.stringify(d.policy.loadBalancer);
       if (st.lb !== lbName) {
         st.balancer = createBalancer(d.policy.loadBalancer);
         st.lb = lbName;
@@ -239,7 +241,8 @@ export class WaypointEngine {
     return st;
   }
 
-  private env(): StageEnv {
+  /** What the stages use; made once per config (a request keeps the one it started with). */
+  private makeEnv(): StageEnv {
     return {
       dir: this.dir,
       policies: this.policies,
@@ -371,7 +374,7 @@ export class WaypointEngine {
 
   private async run(x: Exchange, handler: (x: Exchange, env: StageEnv) => Promise<void>): Promise<void> {
     try {
-      await handler(x, this.env());
+      await handler(x, this.stageEnv);
       if (x.status === 0 && !x.down.started && !x.down.aborted) localReply(x, 500, 'internal error: no response');
     } catch (err) {
       this.deps.log.error({ err, 'request.id': x.id }, 'request failed inside the waypoint');

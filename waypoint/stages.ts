@@ -281,8 +281,10 @@ function sendMirror(x: Exchange, env: StageEnv, m: RequestMirror): void {
 
 /** RequestMirror filters and VirtualService mirrors. */
 export const mirrorRequest: Stage = async (x, env, next) => {
-  const mirrors = [...(x.rule?.mirrors ?? []), ...(x.overlay?.mirrors ?? [])];
-  for (const m of mirrors) if (chance(m.percent, env.random())) sendMirror(x, env, m);
+  for (const list of [x.rule?.mirrors, x.overlay?.mirrors]) {
+    if (list === undefined || list.length === 0) continue;
+    for (const m of list) if (chance(m.percent, env.random())) sendMirror(x, env, m);
+  }
   return next();
 };
 
@@ -297,12 +299,12 @@ async function attempt(x: Exchange, env: StageEnv, d: Destination, perTryMs: num
   if (endpoint === null) return { ok: false, outcome: { kind: 'no-endpoint' }, endpoint: null, error: 'no healthy upstream' };
   tried.add(endpoint.key);
   const protocol = upstreamProtocol(x, d);
-  // limits: a slot per request in flight to the destination
-  let granted!: () => void;
-  const wait = new Promise<void>((r) => (granted = r));
+  // limits: a slot per request in flight to the destination (granted is called only for a queued request, after acquire returned)
+  let granted: () => void = () => undefined;
   const { admission, waiter } = st.limiter.acquire(protocol === 'http1', () => granted());
   if (admission === 'overflow') return { ok: false, outcome: { kind: 'overflow' }, endpoint, error: 'upstream overflow (connection pool limits)' };
   if (admission === 'queued') {
+    const wait = new Promise<void>((r) => (granted = r));
     let cancelled = false;
     cancel.current = () => {
       cancelled = true;
@@ -336,7 +338,8 @@ async function attempt(x: Exchange, env: StageEnv, d: Destination, perTryMs: num
     path: x.path,
     authority: x.upstreamAuthority,
     scheme: x.scheme,
-    headers: { ...x.headers },
+    // read when the request is made (the pool copies them): not changed after this stage
+    headers: x.headers,
     body,
     maxRequestsPerConnection: d.policy.connectionPool?.maxRequestsPerConnection ?? null,
     idleTimeoutMs: d.policy.connectionPool?.idleTimeoutMs ?? null,
