@@ -178,6 +178,28 @@ export class AccessLogWriter {
   }
 }
 
+/**
+ * pino's `isoTime` (`,"time":"2026-11-22T05:24:22.123Z"`) without a Date and its formatting per
+ * line: the text up to the second is kept, the milliseconds appended.
+ */
+export function isoTimeCached(): () => string {
+  let second = Number.NaN;
+  let prefix = '';
+  return () => {
+    const ms = Date.now();
+    const rest = ms % 1000;
+    const s = ms - rest;
+    if (s !== second) {
+      const iso = new Date(s).toISOString();
+      // only for the 4-digit years toISOString writes as YYYY-…; others are formatted whole
+      if (iso.length !== 24) return `,"time":"${new Date(ms).toISOString()}"`;
+      second = s;
+      prefix = `,"time":"${iso.slice(0, 20)}`;
+    }
+    return prefix + (rest < 10 ? '00' : rest < 100 ? '0' : '') + rest + 'Z"';
+  };
+}
+
 /** Where batches go: a pino destination (SonicBoom) or any stream-like writer. */
 export interface LineSink {
   write(s: string): unknown;

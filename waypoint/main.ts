@@ -30,7 +30,7 @@ import { ControlLink, TokenFile } from '../ztunnel/control-client.js';
 import { CertificateStore } from '../ztunnel/certificates.js';
 import { ServiceDirectory, type Endpoint, type WaypointConfig } from './config.js';
 import { WaypointEngine, type RequestContext } from './engine.js';
-import { LineBatcher } from './access-log.js';
+import { isoTimeCached, LineBatcher } from './access-log.js';
 import { forwardedFor, isTcpPort } from './inbound.js';
 import { dropEmptyWrites } from './streams.js';
 
@@ -91,7 +91,7 @@ async function main(): Promise<void> {
   // gathered, at least once a second and at exit (as Envoy flushes its access log files every
   // second), instead of one write() per line on the request's path.
   const accessOut = new LineBatcher(pino.destination({ dest: 1, sync: false }));
-  const accessLog = pino({ base: { component: 'waypoint', waypoint: key, access: true }, level: log.level, timestamp: pino.stdTimeFunctions.isoTime }, accessOut);
+  const accessLog = pino({ base: { component: 'waypoint', waypoint: key, access: true }, level: log.level, timestamp: isoTimeCached() }, accessOut);
   const identity = new Identity(o.trustDomain, r.namespace, o.serviceAccount || r.name).toString();
 
   // read for every call: in a cluster the kubelet rotates this projected token

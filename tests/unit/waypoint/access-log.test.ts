@@ -1,7 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino, type LoggerOptions } from 'pino';
-import { AccessLogWriter, ACCESS_MESSAGE, LineBatcher, type AccessRecord } from '../../../waypoint/access-log.js';
+import { AccessLogWriter, ACCESS_MESSAGE, isoTimeCached, LineBatcher, type AccessRecord } from '../../../waypoint/access-log.js';
 
 const base: AccessRecord = {
   type: 'access',
@@ -103,6 +103,15 @@ describe('access log', () => {
       assert.deepEqual(writes, ['one 67890\ntwo 67890\n', 'three\n']);
     } finally {
       b.close();
+    }
+  });
+
+  test("the cached ISO time reads as pino's isoTime", (t) => {
+    const time = isoTimeCached();
+    for (const ms of [Date.UTC(2026, 10, 22, 5, 24, 22, 7), Date.UTC(2026, 10, 22, 5, 24, 22, 45), Date.UTC(2026, 10, 22, 5, 24, 22, 999), Date.UTC(2026, 10, 22, 5, 24, 23, 0), Date.UTC(2027, 0, 1, 0, 0, 0, 120), 0]) {
+      t.mock.method(Date, 'now', () => ms);
+      assert.equal(time(), pino.stdTimeFunctions.isoTime());
+      t.mock.restoreAll();
     }
   });
 });
