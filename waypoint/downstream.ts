@@ -16,14 +16,18 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'tra
 export function forwardableHeaders(h: Readonly<HeaderMap>, keepTeTrailers = false): HeaderMap {
   const out: HeaderMap = {};
   const conn = h.connection;
-  const named = new Set(
-    (Array.isArray(conn) ? conn.join(',') : conn ?? '')
-      .split(',')
-      .map((s) => s.trim().toLowerCase())
-      .filter(Boolean),
-  );
-  for (const [k, v] of Object.entries(h)) {
-    if (v === undefined || k.startsWith(':') || named.has(k)) continue;
+  const named =
+    conn === undefined
+      ? null
+      : new Set(
+          (Array.isArray(conn) ? conn.join(',') : conn)
+            .split(',')
+            .map((s) => s.trim().toLowerCase())
+            .filter(Boolean),
+        );
+  for (const k in h) {
+    const v = h[k];
+    if (v === undefined || k.charCodeAt(0) === 58 /* ':' */ || named?.has(k) || !Object.prototype.hasOwnProperty.call(h, k)) continue;
     if (HOP_BY_HOP.has(k)) {
       if (k === 'te' && keepTeTrailers && String(v).toLowerCase().includes('trailers')) out.te = 'trailers';
       continue;

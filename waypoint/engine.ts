@@ -19,6 +19,7 @@ import type { HeaderMap } from '../shared/routing/filters.js';
 import { RequestLimiter } from '../shared/routing/limits.js';
 import { normalizePath, RegexCache } from '../shared/routing/match.js';
 import { OutlierTracker, type Ejection } from '../shared/routing/outlier.js';
+import { AccessLogWriter } from './access-log.js';
 import { ReplayableBody } from './body.js';
 import { ServiceDirectory, type Destination, type WaypointConfig } from './config.js';
 import { forwardableHeaders, grpcMessage, Http1Downstream, Http2Downstream, type Downstream } from './downstream.js';
@@ -162,6 +163,7 @@ export class WaypointEngine {
   readonly http1Server: http.Server;
   readonly http2Server: http2.Http2Server;
   private readonly metrics: WaypointMetrics;
+  private readonly accessLog: AccessLogWriter;
   private readonly pool: UpstreamPool;
   private readonly states = new Map<string, TrackedState>();
   private readonly sessions = new Set<ServerHttp2Session>();
@@ -174,6 +176,7 @@ export class WaypointEngine {
   private policies!: L7PolicyIndex;
   private regexes!: RegexCache;
   private pendingH2Context: RequestContext | null = null;
+  private stageEnv!: StageEnv;
 
   constructor(
     cfg: WaypointConfig,
@@ -182,6 +185,7 @@ export class WaypointEngine {
   ) {
     this.maxReplayBytes = options.maxReplayBytes ?? 1024 * 1024;
     this.metrics = new WaypointMetrics(deps.metrics);
+    this.accessLog = new AccessLogWriter(deps.log);
     this.pool = new UpstreamPool(deps.connect);
     this.tracer = deps.spans ? new WaypointTracer(deps.spans, { samplePercent: options.tracingSamplePercent, random: deps.random }) : null;
     this.update(cfg);
@@ -205,24 +209,25 @@ export class WaypointEngine {
     this.dir = new ServiceDirectory(cfg);
     this.policies = new L7PolicyIndex(cfg.policies, cfg.rootNamespace);
     this.regexes = new RegexCache();
+    this.stageEnv = this.makeEnv();
     // destinations keep their ejections and cursors; their policy is refreshed on next use
     for (const st of this.states.values()) st.stale = true;
   }
 
   private state(d: Destination): DestinationState {
     let st = this.states.get(d.key);
-    const lbName = JSON.stringify(d.policy.loadBalancer);
     if (st === undefined) {
       st = {
         balancer: createBalancer(d.policy.loadBalancer),
         tracker: d.policy.outlierDetection ? new OutlierTracker(d.policy.outlierDetection) : null,
         limiter: new RequestLimiter(d.policy.connectionPool),
-        lb: lbName,
+        lb: JSON.stringify(d.policy.loadBalancer),
         stale: false,
       };
       this.states.set(d.key, st);
     } else if (st.stale) {
       st.stale = false;
+      const lbName = JSON.stringify(d.policy.loadBalancer);
       if (st.lb !== lbName) {
         st.balancer = createBalancer(d.policy.loadBalancer);
         st.lb = lbName;
@@ -236,7 +241,8 @@ export class WaypointEngine {
     return st;
   }
 
-  private env(): StageEnv {
+  /** What the stages use; made once per config (a request keeps the one it started with). */
+  private makeEnv(): StageEnv {
     return {
       dir: this.dir,
       policies: this.policies,
@@ -368,7 +374,7 @@ export class WaypointEngine {
 
   private async run(x: Exchange, handler: (x: Exchange, env: StageEnv) => Promise<void>): Promise<void> {
     try {
-      await handler(x, this.env());
+      await handler(x, this.stageEnv);
       if (x.status === 0 && !x.down.started && !x.down.aborted) localReply(x, 500, 'internal error: no response');
     } catch (err) {
       this.deps.log.error({ err, 'request.id': x.id }, 'request failed inside the waypoint');
@@ -405,34 +411,31 @@ export class WaypointEngine {
       x.down.bytesSent,
     );
     const route = x.selection ? `${x.selection.route.kind} ${x.selection.route.key} ${x.selection.rule.name}` : x.rule ? 'default' : null;
-    this.deps.log.info(
-      {
-        type: 'access',
-        'request.id': x.id,
-        'src.addr': `${x.ctx.source.ip}:${x.ctx.source.port}`,
-        'src.identity': x.ctx.source.identity,
-        'src.workload': x.sourceWorkload ? `${x.sourceWorkload.namespace}/${x.sourceWorkload.name}` : null,
-        'dst.service': dstService?.hostname ?? null,
-        'dst.addr': x.endpoint?.key ?? null,
-        'dst.workload': w ? `${w.namespace}/${w.name}` : null,
-        method: x.method,
-        path: x.path,
-        authority: x.authority,
-        protocol: x.downstreamProtocol,
-        status,
-        'grpc.status': x.grpcStatus,
-        flags,
-        route,
-        authz: x.decision && (x.decision.policy !== null || !x.decision.allowed) ? x.decision.reason : undefined,
-        attempts: x.attempts,
-        'duration.ms': durationMs,
-        'bytes.received': x.body.bytes,
-        'bytes.sent': x.down.bytesSent,
-        detail: x.detail ?? undefined,
-        traceparent: x.headers.traceparent ?? x.headers['x-b3-traceid'] ?? undefined,
-      },
-      'request',
-    );
+    this.accessLog.write({
+      type: 'access',
+      'request.id': x.id,
+      'src.addr': `${x.ctx.source.ip}:${x.ctx.source.port}`,
+      'src.identity': x.ctx.source.identity,
+      'src.workload': x.sourceWorkload ? `${x.sourceWorkload.namespace}/${x.sourceWorkload.name}` : null,
+      'dst.service': dstService?.hostname ?? null,
+      'dst.addr': x.endpoint?.key ?? null,
+      'dst.workload': w ? `${w.namespace}/${w.name}` : null,
+      method: x.method,
+      path: x.path,
+      authority: x.authority,
+      protocol: x.downstreamProtocol,
+      status,
+      'grpc.status': x.grpcStatus,
+      flags,
+      route,
+      authz: x.decision && (x.decision.policy !== null || !x.decision.allowed) ? x.decision.reason : undefined,
+      attempts: x.attempts,
+      'duration.ms': durationMs,
+      'bytes.received': x.body.bytes,
+      'bytes.sent': x.down.bytesSent,
+      detail: x.detail ?? undefined,
+      traceparent: x.headers.traceparent ?? x.headers['x-b3-traceid'] ?? undefined,
+    });
   }
 
   /** Current outlier ejections per destination, for debugging. */

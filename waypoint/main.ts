@@ -30,6 +30,7 @@ import { ControlLink, TokenFile } from '../ztunnel/control-client.js';
 import { CertificateStore } from '../ztunnel/certificates.js';
 import { ServiceDirectory, type Endpoint, type WaypointConfig } from './config.js';
 import { WaypointEngine, type RequestContext } from './engine.js';
+import { isoTimeCached, LineBatcher } from './access-log.js';
 import { forwardedFor, isTcpPort } from './inbound.js';
 import { dropEmptyWrites } from './streams.js';
 
@@ -86,11 +87,11 @@ async function main(): Promise<void> {
   if (!roots) throw new Error('missing --ca-root (or $AMBIT_ROOT_CERT): the mesh roots, to verify the control plane');
   const key = `${r.namespace}/${r.name}`;
   const log = createLogger('waypoint', o.logLevel).child({ waypoint: key });
-  // The request engine writes an access-log line per request: buffered, written when 32 KiB
+  // The request engine writes an access-log line per request: gathered, written when 32 KiB
   // gathered, at least once a second and at exit (as Envoy flushes its access log files every
   // second), instead of one write() per line on the request's path.
-  const accessOut = pino.destination({ dest: 1, sync: false, minLength: 32 * 1024, maxWrite: 64 * 1024, periodicFlush: 1000 });
-  const accessLog = pino({ base: { component: 'waypoint', waypoint: key, access: true }, level: log.level, timestamp: pino.stdTimeFunctions.isoTime }, accessOut);
+  const accessOut = new LineBatcher(pino.destination({ dest: 1, sync: false }));
+  const accessLog = pino({ base: { component: 'waypoint', waypoint: key, access: true }, level: log.level, timestamp: isoTimeCached() }, accessOut);
   const identity = new Identity(o.trustDomain, r.namespace, o.serviceAccount || r.name).toString();
 
   // read for every call: in a cluster the kubelet rotates this projected token

@@ -4,7 +4,7 @@
  * `istio_response_bytes`, reporter="waypoint". Registered in the registry passed in.
  */
 
-import { Counter, Histogram, type Registry } from 'prom-client';
+import type { Metric, Registry } from 'prom-client';
 import type { Workload } from '../shared/model/types.js';
 
 export const REQUEST_LABELS = [
@@ -36,35 +36,179 @@ export type RequestLabels = Record<RequestLabel, string>;
 const DURATION_BUCKETS = [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000];
 const BYTES_BUCKETS = [1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000];
 
-function existing<T>(registry: Registry, name: string): T | undefined {
-  return registry.getSingleMetric(name) as T | undefined;
+/** One histogram of one label set: counts per bucket (not cumulative), sum and count. */
+interface HistogramData {
+  buckets: Float64Array;
+  sum: number;
+  count: number;
+}
+
+/** Everything recorded for one label set (one series of each of the four metrics). */
+interface RequestSeries {
+  labels: RequestLabels;
+  requests: number;
+  duration: HistogramData;
+  requestBytes: HistogramData;
+  responseBytes: HistogramData;
+}
+
+type HistogramField = 'duration' | 'requestBytes' | 'responseBytes';
+
+/** A metric's values as prom-client's get() gives them (its typings name the type as an enum; at runtime it is this string). */
+interface SeriesValue {
+  value: number;
+  labels: Record<string, string | number>;
+  metricName?: string;
+}
+interface MetricSnapshot {
+  name: string;
+  help: string;
+  type: 'counter' | 'histogram';
+  values: SeriesValue[];
+  aggregator: 'sum';
+}
+
+function histogramData(bounds: readonly number[]): HistogramData {
+  return { buckets: new Float64Array(bounds.length), sum: 0, count: 0 };
+}
+
+function observe(h: HistogramData, bounds: readonly number[], value: number): void {
+  if (!Number.isFinite(value)) return;
+  h.sum += value;
+  h.count += 1;
+  for (let i = 0; i < bounds.length; i++) {
+    if (value <= bounds[i]!) {
+      h.buckets[i]! += 1;
+      return;
+    }
+  }
+}
+
+/**
+ * The series of the four request metrics, kept per label set. A request looks its series up once
+ * by the label values (prom-client would hash and check the 19 labels once per metric, four
+ * times a request) and adds to plain numbers; the registry reads them when scraped, through the
+ * views below.
+ */
+class RequestSeriesStore {
+  readonly series = new Map<string, RequestSeries>();
+
+  get(labels: RequestLabels): RequestSeries {
+    let key = labels.reporter;
+    for (let i = 1; i < REQUEST_LABELS.length; i++) key += '\u0001' + labels[REQUEST_LABELS[i]!];
+    let s = this.series.get(key);
+    if (s === undefined) {
+      s = { labels, requests: 0, duration: histogramData(DURATION_BUCKETS), requestBytes: histogramData(BYTES_BUCKETS), responseBytes: histogramData(BYTES_BUCKETS) };
+      this.series.set(key, s);
+    }
+    return s;
+  }
+}
+
+/**
+ * A metric of the registry read from a RequestSeriesStore: prom-client's Registry takes any
+ * object with a name, help, type, aggregator and get() (its values as prom-client's own Counter
+ * and Histogram give them: the same exposition text and the same get()).
+ */
+abstract class StoreView {
+  readonly aggregator = 'sum' as const;
+  readonly labelNames = [...REQUEST_LABELS];
+  abstract readonly type: 'counter' | 'histogram';
+
+  constructor(
+    readonly store: RequestSeriesStore,
+    readonly name: string,
+    readonly help: string,
+  ) {}
+
+  abstract get(): Promise<MetricSnapshot>;
+  abstract reset(): void;
+
+  collect(): void {}
+
+  register(registry: Registry): this {
+    registry.registerMetric(this as unknown as Metric);
+    return this;
+  }
+}
+
+class RequestCounterView extends StoreView {
+  readonly type = 'counter' as const;
+
+  async get(): Promise<MetricSnapshot> {
+    const values: SeriesValue[] = [];
+    for (const s of this.store.series.values()) if (s.requests > 0) values.push({ value: s.requests, labels: s.labels });
+    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
+  }
+
+  reset(): void {
+    for (const s of this.store.series.values()) s.requests = 0;
+  }
+}
+
+class RequestHistogramView extends StoreView {
+  readonly type = 'histogram' as const;
+
+  constructor(
+    store: RequestSeriesStore,
+    name: string,
+    help: string,
+    private readonly field: HistogramField,
+    readonly bounds: readonly number[],
+  ) {
+    super(store, name, help);
+  }
+
+  async get(): Promise<MetricSnapshot> {
+    const values: SeriesValue[] = [];
+    for (const s of this.store.series.values()) {
+      const h = s[this.field];
+      if (h.count === 0) continue;
+      let acc = 0;
+      for (let i = 0; i < this.bounds.length; i++) {
+        acc += h.buckets[i]!;
+        values.push({ value: acc, labels: { le: this.bounds[i]!, ...s.labels }, metricName: `${this.name}_bucket` });
+      }
+      values.push({ value: h.count, labels: { le: '+Inf', ...s.labels }, metricName: `${this.name}_bucket` });
+      values.push({ value: h.sum, labels: { ...s.labels }, metricName: `${this.name}_sum` });
+      values.push({ value: h.count, labels: { ...s.labels }, metricName: `${this.name}_count` });
+    }
+    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
+  }
+
+  reset(): void {
+    for (const s of this.store.series.values()) {
+      const h = s[this.field];
+      h.buckets.fill(0);
+      h.sum = 0;
+      h.count = 0;
+    }
+  }
 }
 
 export class WaypointMetrics {
-  readonly requests: Counter<RequestLabel>;
-  readonly duration: Histogram<RequestLabel>;
-  readonly requestBytes: Histogram<RequestLabel>;
-  readonly responseBytes: Histogram<RequestLabel>;
+  private readonly store: RequestSeriesStore;
 
-  /** Reuses metrics already in the registry (two engines, one registry). */
+  /** Reuses the series already in the registry (two engines, one registry). */
   constructor(registry: Registry) {
-    const labelNames = [...REQUEST_LABELS];
-    const registers = [registry];
-    this.requests = existing(registry, 'istio_requests_total') ?? new Counter({ name: 'istio_requests_total', help: 'Requests handled by the waypoint', labelNames, registers });
-    this.duration =
-      existing(registry, 'istio_request_duration_milliseconds') ??
-      new Histogram({ name: 'istio_request_duration_milliseconds', help: 'Request duration in milliseconds', labelNames, buckets: DURATION_BUCKETS, registers });
-    this.requestBytes =
-      existing(registry, 'istio_request_bytes') ?? new Histogram({ name: 'istio_request_bytes', help: 'Request body size in bytes', labelNames, buckets: BYTES_BUCKETS, registers });
-    this.responseBytes =
-      existing(registry, 'istio_response_bytes') ?? new Histogram({ name: 'istio_response_bytes', help: 'Response body size in bytes', labelNames, buckets: BYTES_BUCKETS, registers });
+    const found = registry.getSingleMetric('istio_requests_total') as unknown;
+    if (found instanceof StoreView) {
+      this.store = found.store;
+      return;
+    }
+    const store = (this.store = new RequestSeriesStore());
+    new RequestCounterView(store, 'istio_requests_total', 'Requests handled by the waypoint').register(registry);
+    new RequestHistogramView(store, 'istio_request_duration_milliseconds', 'Request duration in milliseconds', 'duration', DURATION_BUCKETS).register(registry);
+    new RequestHistogramView(store, 'istio_request_bytes', 'Request body size in bytes', 'requestBytes', BYTES_BUCKETS).register(registry);
+    new RequestHistogramView(store, 'istio_response_bytes', 'Response body size in bytes', 'responseBytes', BYTES_BUCKETS).register(registry);
   }
 
   record(labels: RequestLabels, durationMs: number, requestBytes: number, responseBytes: number): void {
-    this.requests.inc(labels);
-    this.duration.observe(labels, durationMs);
-    this.requestBytes.observe(labels, requestBytes);
-    this.responseBytes.observe(labels, responseBytes);
+    const s = this.store.get(labels);
+    s.requests += 1;
+    observe(s.duration, DURATION_BUCKETS, durationMs);
+    observe(s.requestBytes, BYTES_BUCKETS, requestBytes);
+    observe(s.responseBytes, BYTES_BUCKETS, responseBytes);
   }
 }
 

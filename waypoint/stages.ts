@@ -13,6 +13,7 @@ import type { L7PolicyIndex } from '../shared/policy/l7.js';
 import { RBAC_DENIED_BODY } from '../shared/policy/l7.js';
 import { hashKeyFor, type LoadBalancer } from '../shared/routing/balancer.js';
 import { faultDecision } from '../shared/routing/fault.js';
+import type { FaultPolicy } from '../shared/routing/types.js';
 import { applyHeaderModifier, computeRedirect, computeRewrite, type HeaderMap } from '../shared/routing/filters.js';
 import type { RequestLimiter } from '../shared/routing/limits.js';
 import { anyMatchApplies, selectRoute, splitPath, type RegexCache, type RouteRequest } from '../shared/routing/match.js';
@@ -49,12 +50,16 @@ export interface StageEnv {
 }
 
 export type Next = () => Promise<void>;
+/** A stage that never waits is a plain function returning `next()` or DONE: no async wrapper (and its promise) per stage and request. */
 export type Stage = (x: Exchange, env: StageEnv, next: Next) => Promise<void>;
+
+/** A settled promise, for stages that answer without waiting (they need not be async functions). */
+export const DONE: Promise<void> = Promise.resolve();
 
 /** Composes stages into one handler; the last stage gets a `next` that does nothing. */
 export function compose(stages: readonly Stage[]): (x: Exchange, env: StageEnv) => Promise<void> {
   return (x, env) => {
-    const run = (i: number): Promise<void> => (i >= stages.length ? Promise.resolve() : stages[i]!(x, env, () => run(i + 1)));
+    const run = (i: number): Promise<void> => (i >= stages.length ? DONE : stages[i]!(x, env, () => run(i + 1)));
     return run(0);
   };
 }
@@ -100,7 +105,7 @@ function implicitRule(service: string, port: number): RouteRule {
 }
 
 /** Finds the addressed Service or workload and the route rule (recorded; answering waits for authorization). */
-export const matchRoute: Stage = async (x, env, next) => {
+export const matchRoute: Stage = (x, env, next) => {
   x.addressed = env.dir.resolve(x.ctx.destination, x.authority, x.ctx.defaultPort ?? 80);
   const a = x.addressed;
   if (a?.kind === 'service') {
@@ -120,7 +125,7 @@ export const matchRoute: Stage = async (x, env, next) => {
 };
 
 /** L7 AuthorizationPolicy: 403 "RBAC: access denied" (gRPC: PERMISSION_DENIED) when denied. */
-export const authorize: Stage = async (x, env, next) => {
+export const authorize: Stage = (x, env, next) => {
   const a = x.addressed;
   const service = a?.kind === 'service' ? { namespace: a.service.namespace, name: a.service.name } : null;
   const decision = env.policies.decide(
@@ -140,21 +145,32 @@ export const authorize: Stage = async (x, env, next) => {
   x.decision = decision;
   if (!decision.allowed) {
     localReply(x, 403, RBAC_DENIED_BODY, { flag: 'RBAC' });
-    return;
+    return DONE;
   }
   return next();
 };
 
 /** 404 when nothing is known at the address, or the Service's routes match nothing. */
-export const requireRoute: Stage = async (x, _env, next) => {
-  if (x.addressed === null) return localReply(x, 404, 'no such service', { flag: 'NR' });
-  if (x.rule === null) return localReply(x, 404, 'no route matched', { flag: 'NR' });
+export const requireRoute: Stage = (x, _env, next) => {
+  if (x.addressed === null) {
+    localReply(x, 404, 'no such service', { flag: 'NR' });
+    return DONE;
+  }
+  if (x.rule === null) {
+    localReply(x, 404, 'no route matched', { flag: 'NR' });
+    return DONE;
+  }
   return next();
 };
 
 /** Fault injection: delay, then maybe abort with the configured HTTP or gRPC status. */
-export const injectFault: Stage = async (x, env, next) => {
+export const injectFault: Stage = (x, env, next) => {
   const fault = x.rule?.fault ?? x.overlay?.fault ?? null;
+  if (fault === null) return next();
+  return applyFault(x, env, next, fault);
+};
+
+async function applyFault(x: Exchange, env: StageEnv, next: Next, fault: FaultPolicy): Promise<void> {
   const v = faultDecision(fault, env.random);
   if (v.delayMs > 0) {
     x.flags.add('DI');
@@ -173,7 +189,7 @@ export const injectFault: Stage = async (x, env, next) => {
     return localReply(x, v.abort.httpStatus ?? 503, 'fault filter abort', { flag: 'FI' });
   }
   return next();
-};
+}
 
 function hostWithoutPort(authority: string): string {
   const m = /^(.*):\d+$/.exec(authority);
@@ -181,14 +197,14 @@ function hostWithoutPort(authority: string): string {
 }
 
 /** Redirects and Istio direct responses, answered here. */
-export const respondLocally: Stage = async (x, _env, next) => {
+export const respondLocally: Stage = (x, _env, next) => {
   const rule = x.rule!;
   if (rule.directResponse !== null) {
     x.detail = 'direct response';
-    if (x.down.started) return;
+    if (x.down.started) return DONE;
     x.status = rule.directResponse.status;
     x.down.reply(rule.directResponse.status, { 'content-type': 'text/plain' }, rule.directResponse.body);
-    return;
+    return DONE;
   }
   if (rule.redirect !== null) {
     const { status, location } = computeRedirect(
@@ -199,24 +215,33 @@ export const respondLocally: Stage = async (x, _env, next) => {
     x.detail = `redirect to ${location}`;
     x.status = status;
     x.down.reply(status, { location }, '');
-    return;
+    return DONE;
   }
   return next();
 };
 
 /** Weighted backend choice (canary), then URL rewrite and request header modifiers. */
-export const splitTraffic: Stage = async (x, env, next) => {
+export const splitTraffic: Stage = (x, env, next) => {
   const rule = x.rule!;
   const a = x.addressed!;
   if (a.kind === 'workload') {
     x.destination = env.dir.workloadDestination(a.workload, a.port);
   } else {
     const backend = pickBackend(rule.backends, env.random());
-    if (backend === null) return localReply(x, 500, rule.backends.length === 0 ? 'route has no backends' : 'every backend has weight 0', { flag: 'NC' });
+    if (backend === null) {
+      localReply(x, 500, rule.backends.length === 0 ? 'route has no backends' : 'every backend has weight 0', { flag: 'NC' });
+      return DONE;
+    }
     x.backend = backend;
-    if (backend.invalid !== null) return localReply(x, 500, `backend unavailable: ${backend.invalid}`, { flag: 'NC' });
+    if (backend.invalid !== null) {
+      localReply(x, 500, `backend unavailable: ${backend.invalid}`, { flag: 'NC' });
+      return DONE;
+    }
     const dest = env.dir.destination(backend, a.port);
-    if (dest === null) return localReply(x, 500, `backend ${backend.service} port ${backend.port ?? a.port} does not exist`, { flag: 'NC' });
+    if (dest === null) {
+      localReply(x, 500, `backend ${backend.service} port ${backend.port ?? a.port} does not exist`, { flag: 'NC' });
+      return DONE;
+    }
     x.destination = dest;
   }
   const rw = computeRewrite(rule.rewrite, x.path, x.selection?.match?.path ?? null);
@@ -280,9 +305,11 @@ function sendMirror(x: Exchange, env: StageEnv, m: RequestMirror): void {
 }
 
 /** RequestMirror filters and VirtualService mirrors. */
-export const mirrorRequest: Stage = async (x, env, next) => {
-  const mirrors = [...(x.rule?.mirrors ?? []), ...(x.overlay?.mirrors ?? [])];
-  for (const m of mirrors) if (chance(m.percent, env.random())) sendMirror(x, env, m);
+export const mirrorRequest: Stage = (x, env, next) => {
+  for (const list of [x.rule?.mirrors, x.overlay?.mirrors]) {
+    if (list === undefined || list.length === 0) continue;
+    for (const m of list) if (chance(m.percent, env.random())) sendMirror(x, env, m);
+  }
   return next();
 };
 
@@ -297,12 +324,12 @@ async function attempt(x: Exchange, env: StageEnv, d: Destination, perTryMs: num
   if (endpoint === null) return { ok: false, outcome: { kind: 'no-endpoint' }, endpoint: null, error: 'no healthy upstream' };
   tried.add(endpoint.key);
   const protocol = upstreamProtocol(x, d);
-  // limits: a slot per request in flight to the destination
-  let granted!: () => void;
-  const wait = new Promise<void>((r) => (granted = r));
+  // limits: a slot per request in flight to the destination (granted is called only for a queued request, after acquire returned)
+  let granted: () => void = () => undefined;
   const { admission, waiter } = st.limiter.acquire(protocol === 'http1', () => granted());
   if (admission === 'overflow') return { ok: false, outcome: { kind: 'overflow' }, endpoint, error: 'upstream overflow (connection pool limits)' };
   if (admission === 'queued') {
+    const wait = new Promise<void>((r) => (granted = r));
     let cancelled = false;
     cancel.current = () => {
       cancelled = true;
@@ -336,7 +363,8 @@ async function attempt(x: Exchange, env: StageEnv, d: Destination, perTryMs: num
     path: x.path,
     authority: x.upstreamAuthority,
     scheme: x.scheme,
-    headers: { ...x.headers },
+    // read when the request is made (the pool copies them): not changed after this stage
+    headers: x.headers,
     body,
     maxRequestsPerConnection: d.policy.connectionPool?.maxRequestsPerConnection ?? null,
     idleTimeoutMs: d.policy.connectionPool?.idleTimeoutMs ?? null,

@@ -599,17 +599,20 @@ async function main(): Promise<void> {
     profileFile = join(o.profile, `waypoint-${waypointPid}.cpuprofile`);
     let ready: () => void = () => undefined;
     const isReady = new Promise<void>((r) => (ready = r));
+    // set before tool() runs: it calls onSpawn at once, and the end of the runs stops the child through it
+    const prof: { child: import('node:child_process').ChildProcess | null; done: Promise<unknown> } = { child: null, done: Promise.resolve() };
+    profiler = prof;
     const done = tool(waypointPod.netns, 'inspector-profile.mjs', ['--pid', String(waypointPid), '--out', profileFile, '--max-seconds', '900'], 960, {
       nodeFlags: ['--experimental-websocket'],
       stdin: true,
       onSpawn: (c) => {
-        if (profiler) profiler.child = c;
+        prof.child = c;
       },
       onLine: (line) => {
         if (line.includes('"phase":"profiling"')) ready();
       },
     });
-    profiler = { child: null, done: done.catch((e: Error) => say(`profiling failed: ${e.message}`)) };
+    prof.done = done.catch((e: Error) => say(`profiling failed: ${e.message}`));
     await Promise.race([isReady, done.then(() => undefined, () => undefined), sleep(20_000)]);
     say(`profiling the waypoint (pid ${waypointPid}) into ${profileFile}`);
   }
