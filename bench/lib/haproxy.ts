@@ -261,8 +261,11 @@ export async function stopPeer(peer: { procs: PeerProcess[]; plan: { dir: string
   await rm(peer.plan.dir, { recursive: true, force: true });
 }
 
-/** Sends one command to a HAProxy stats socket and returns the answer. */
-export function haproxyCommand(socket: string, command: string): Promise<string> {
+/**
+ * Reads a stats socket's whole answer (until it closes its side), after sending `command` and a
+ * newline when one is given; fails after 5 s without an answer.
+ */
+export function askSocket(socket: string, command: string | null): Promise<string> {
   return new Promise((resolve, reject) => {
     const s = net.connect(socket);
     let out = '';
@@ -270,7 +273,7 @@ export function haproxyCommand(socket: string, command: string): Promise<string>
       s.destroy();
       reject(new Error(`no answer from ${socket} within 5 s`));
     }, 5000);
-    s.on('connect', () => s.end(`${command}\n`));
+    if (command !== null) s.on('connect', () => s.end(`${command}\n`));
     s.on('data', (c) => (out += c.toString()));
     s.on('end', () => {
       clearTimeout(timer);
@@ -281,6 +284,11 @@ export function haproxyCommand(socket: string, command: string): Promise<string>
       reject(e);
     });
   });
+}
+
+/** Sends one command to a HAProxy stats socket and returns the answer. */
+export function haproxyCommand(socket: string, command: string): Promise<string> {
+  return askSocket(socket, command);
 }
 
 /** Cumulative sessions (stot) per frontend, from `show stat`. */

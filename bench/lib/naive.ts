@@ -15,8 +15,7 @@
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import net from 'node:net';
-import { type Peer, type PeerProcess, SERVER_NAME } from './haproxy.js';
+import { askSocket, type Peer, type PeerProcess, SERVER_NAME } from './haproxy.js';
 import { cmdline, runCmd, sleep } from './proc.js';
 import { TOOLS } from './runner.js';
 
@@ -120,27 +119,12 @@ export async function startNaive(p: NaivePlan, say: (l: string) => void): Promis
   return naive;
 }
 
-/** The counters of one end, from its stats socket. */
-export function naiveStats(socket: string): Promise<NaiveStats> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(socket);
-    let out = '';
-    const timer = setTimeout(() => {
-      s.destroy();
-      reject(new Error(`no answer from ${socket} within 5 s`));
-    }, 5000);
-    s.on('data', (c) => (out += c.toString()));
-    s.on('end', () => {
-      clearTimeout(timer);
-      try {
-        resolve(JSON.parse(out) as NaiveStats);
-      } catch {
-        reject(new Error(`${socket} answered ${JSON.stringify(out.slice(0, 200))}`));
-      }
-    });
-    s.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-  });
+/** The counters of one end, from its stats socket (it writes one JSON line and closes). */
+export async function naiveStats(socket: string): Promise<NaiveStats> {
+  const out = await askSocket(socket, null);
+  try {
+    return JSON.parse(out) as NaiveStats;
+  } catch {
+    throw new Error(`${socket} answered ${JSON.stringify(out.slice(0, 200))}`);
+  }
 }
