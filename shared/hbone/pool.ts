@@ -42,11 +42,13 @@ interface PoolEntry {
 }
 
 const CONNECT_TIMEOUT_MS = 10_000;
+const RESPONSE_TIMEOUT_MS = 15_000;
+
 const ignore = (): void => undefined;
 
+/** What a pooled stream's shared 'close' listener needs: the pool and the connection it is on. */
 const kPooled = Symbol('ambit.pooled');
 type PooledStream = ClientHttp2Stream & { [kPooled]?: { pool: ConnectionPool; pooled: PooledSession } };
-const RESPONSE_TIMEOUT_MS = 15_000;
 
 /**
  * HBONE connections keyed by (source identity, destination identity, destination address).
