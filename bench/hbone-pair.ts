@@ -117,7 +117,7 @@ async function parent(argv: string[]): Promise<void> {
     else throw new Error(`unknown flag ${a}; known: --bytes --repeat --dist --prof --streams --mode hbone|tls --node-flags "FLAGS"`);
   }
   if (prof) mkdirSync(prof, { recursive: true });
-  ZTUNNEL_FLAGS = (await import('../cli/local/cluster.js')).ZTUNNEL_NODE_FLAGS;
+  ZTUNNEL_FLAGS = [...(await import('../shared/node-flags.js')).ZTUNNEL_NODE_FLAGS];
   const { CertificateAuthority } = await import(pathToFileURL(join(dists[0]!, 'shared/identity/ca.js')).href);
   const { generateKeyAndCsr } = await import(pathToFileURL(join(dists[0]!, 'shared/identity/csr.js')).href);
   const { Identity } = await import(pathToFileURL(join(dists[0]!, 'shared/identity/spiffe.js')).href);

@@ -14,6 +14,7 @@ import type { Logger } from '../shared/telemetry/log.js';
 
 import { GATEWAY_API, GATEWAY_NAME_LABEL, MESH_LISTENER, WAYPOINT_CLASS, WAYPOINT_FOR_LABEL } from '../shared/config/waypoint-names.js';
 import { listenerProblem } from '../shared/config/waypoint-binding.js';
+import { WAYPOINT_NODE_FLAGS } from '../shared/node-flags.js';
 
 export { listenerProblem };
 
@@ -55,7 +56,7 @@ function ownerReference(gw: KubeObject): Json {
 /**
  * The objects that make a waypoint run, for one Gateway (pure): its ServiceAccount (the
  * waypoint's identity is spiffe://<td>/ns/<ns>/sa/<gateway name>), a Deployment running
- * `node dist/waypoint/main.js --name <gw> --namespace <ns>`, and a Service on 15008.
+ * `node <WAYPOINT_NODE_FLAGS> dist/waypoint/main.js --name <gw> --namespace <ns>`, and a Service on 15008.
  * Labels and annotations from `spec.infrastructure` are carried onto all of them.
  */
 export function waypointObjects(gateway: KubeObject, opts: WaypointOptions): KubeObject[] {
@@ -108,7 +109,7 @@ export function waypointObjects(gateway: KubeObject, opts: WaypointOptions): Kub
               name: 'waypoint',
               image: opts.image,
               imagePullPolicy: opts.imagePullPolicy ?? 'IfNotPresent',
-              command: ['node', 'dist/waypoint/main.js'],
+              command: ['node', ...WAYPOINT_NODE_FLAGS, 'dist/waypoint/main.js'],
               args: ['--name', name, '--namespace', namespace],
               env,
               ports: [

@@ -73,6 +73,20 @@ function grpcStatusOf(h: IncomingHttpHeaders): number | null {
   return Number.isInteger(n) ? n : null;
 }
 
+function ignoreError(): void {}
+
+function returnThis<T>(this: T): T {
+  return this;
+}
+
+/**
+ * The server ended its side: the connection is done (a mesh stream stays half-open, so the agent
+ * would keep it and send the next request into a closed connection).
+ */
+function endWhenServerEnded(this: Duplex): void {
+  if (!this.writableEnded) this.end();
+}
+
 /** An http.Agent whose connections are made by the mesh transport. */
 class EndpointAgent extends http.Agent {
   private readonly uses = new WeakMap<Duplex, number>();
@@ -87,12 +101,10 @@ class EndpointAgent extends http.Agent {
   override createConnection(_options: unknown, callback?: (err: Error | null, stream: Duplex) => void): Duplex | null | undefined {
     this.dial().then(
       (s) => {
-        s.on('error', () => undefined); // reported through the request that uses it
-        // the server ended its side: the connection is done (a mesh stream stays half-open, so
-        // the agent would keep it and send the next request into a closed connection)
-        s.once('end', () => {
-          if (!s.writableEnded) s.end();
-        });
+        // Handlers that outlive this call must not close over it: a pooled connection lives on
+        // for minutes, and `callback` holds the request that opened it (with its whole exchange).
+        s.on('error', ignoreError); // reported through the request that uses it
+        s.once('end', endWhenServerEnded);
         callback?.(null, s);
       },
       (err: unknown) => callback?.(new AttemptError('connect-failure', `connect: ${(err as Error)?.message ?? String(err)}`, { cause: err }), undefined as unknown as Duplex),
@@ -120,7 +132,7 @@ class EndpointAgent extends http.Agent {
     // The base class drops its idle-socket error listener here, then calls ref(), which mesh
     // streams do not have (it only undoes the unref of a pooled net.Socket).
     const sock = s as Duplex & { ref?: () => unknown };
-    if (typeof sock.ref !== 'function') sock.ref = () => sock;
+    if (typeof sock.ref !== 'function') sock.ref = returnThis;
     super.reuseSocket(s, req);
   }
 }

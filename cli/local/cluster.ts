@@ -14,6 +14,7 @@ import { CONTROL_ADDRESS, CONTROL_PORT, DASHBOARD_PORT, hostsFile, planMesh, typ
 import { ensureWaypointTokens, ownedBy, reconcileWaypoints } from './waypoints.js';
 import { isWaypointGateway } from '../../shared/config/waypoint-binding.js';
 import { ConfigError } from '../../shared/config/objects.js';
+import { ZTUNNEL_NODE_FLAGS } from '../../shared/node-flags.js';
 import { alive, deleteNetns, ipBatch, listNetns, run, spawnInNetns, stopGroup, waitFor } from './system.js';
 import type { UpProgress } from './progress.js';
 
@@ -65,16 +66,6 @@ function withWaypoints(objects: KubeObject[], dir: string): KubeObject[] {
   if (r.conflicts.length > 0) throw new ConfigError(r.conflicts.join('; '));
   return r.objects;
 }
-/**
- * V8 flags for ztunnel (the Kubernetes manifest uses the same). Every chunk of proxied data
- * allocates a buffer outside the JS heap; with V8's default heap growth, the old generation's
- * limit after a full GC sits so close to its (small) live size that V8 starts the next full GC
- * at once whenever the young generation could outgrow the room left: a bulk transfer then
- * ran ~30-40 full GCs per GiB in about half of the ztunnel processes (~1 CPU s per GiB).
- * A 4x growth step leaves room above the young generation (16 MB semi-spaces), and those
- * storms stop.
- */
-export const ZTUNNEL_NODE_FLAGS = ['--max-semi-space-size=16', '--heap-growing-percent=300'];
 /** Debian's containernetworking-plugins */
 const SYSTEM_CNI_BIN = '/usr/lib/cni';
 

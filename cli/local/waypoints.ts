@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import type { KubeObject } from '../../shared/config/objects.js';
 import { isWaypointGateway } from '../../shared/config/waypoint-binding.js';
 import { GATEWAY_NAME_LABEL, MANAGED_LABEL, MANAGED_VALUE, MESH_LISTENER } from '../../shared/config/waypoint-names.js';
+import { WAYPOINT_NODE_FLAGS } from '../../shared/node-flags.js';
 
 export interface LocalWaypointOptions {
   /** the mesh's state folder (tokens and roots live in its ca/) */
@@ -44,7 +45,7 @@ export function localWaypointObjects(gw: KubeObject, o: LocalWaypointOptions): K
       containers: [
         {
           name: 'waypoint',
-          command: [o.nodePath, o.waypointMain],
+          command: [o.nodePath, ...WAYPOINT_NODE_FLAGS, o.waypointMain],
           args: ['--name', name, '--namespace', namespace, '--control', o.controlAddress, '--ca-root', join(o.dir, 'ca', 'root-cert.pem'), '--token-file', waypointTokenFile(o.dir, namespace, name)],
         },
       ],

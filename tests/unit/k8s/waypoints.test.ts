@@ -45,7 +45,7 @@ describe('waypointObjects (pure)', () => {
     assert.equal(tpl.spec.serviceAccountName, 'waypoint');
     const c = (tpl.spec.containers as Json[])[0]!;
     assert.equal(c.image, 'registry.example/ambit:1.2.3');
-    assert.deepEqual(c.command, ['node', 'dist/waypoint/main.js']);
+    assert.deepEqual(c.command, ['node', '--no-allocation-site-pretenuring', 'dist/waypoint/main.js'], "the waypoint's V8 flags (shared/node-flags.ts)");
     assert.deepEqual(c.args, ['--name', 'waypoint', '--namespace', 'shop']);
     assert.deepEqual((c.ports as Json[]).map((p) => p.containerPort), [15008, 15020, 15021]);
     assert.deepEqual((c.readinessProbe as Json).httpGet, { path: '/healthz/ready', port: 15021 });
