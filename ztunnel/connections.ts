@@ -1,6 +1,7 @@
 import type { Logger } from '../shared/telemetry/log.js';
 import type { Service, Workload } from '../shared/model/types.js';
 import type { ConnectionAttributes, Decision } from '../shared/policy/evaluate.js';
+import type { BridgeResult } from '../shared/hbone/bridge.js';
 import { type TcpLabels, type ZtunnelMetrics } from './metrics.js';
 
 /** One side of a proxied connection, as telemetry describes it. */
@@ -24,8 +25,8 @@ export interface TrackedConnection {
   attrs?: ConnectionAttributes;
   /** inbound: the destination workload the policies select on */
   target?: { namespace: string; labels: Record<string, string> };
-  /** ends the connection (reset) */
-  abort?: () => void;
+  /** what carries the connection (the bridge, or the joined sockets): abort() resets both ends */
+  link?: { abort(): void };
 }
 
 /** A refused connection, kept for the admin view of recent denies. */
@@ -82,7 +83,21 @@ export class ConnectionTracker {
 
   /** Registers an established connection. */
   opened(c: Omit<TrackedConnection, 'id' | 'started'>): TrackedConnection {
-    const t: TrackedConnection = { ...c, id: this.nextId++, started: Date.now() };
+    // every field written here, in one order: all open connections share one shape, with their
+    // fields inside the object (a spread, then more fields, would give each one more array)
+    const t: TrackedConnection = {
+      id: this.nextId++,
+      direction: c.direction,
+      src: c.src,
+      dst: c.dst,
+      service: c.service,
+      protocol: c.protocol,
+      mtls: c.mtls,
+      started: Date.now(),
+      attrs: c.attrs,
+      target: c.target,
+      link: c.link,
+    };
     this.open.set(t.id, t);
     this.metrics.opened.inc(tcpLabels(t, '-'));
     return t;
@@ -143,5 +158,66 @@ export class ConnectionTracker {
       { 'src.addr': c.src.address, 'src.identity': c.src.identity, 'dst.addr': c.dst.address, 'dst.service': c.service?.hostname, direction: c.direction, flags: flag, error: reason, ...(policy ? { policy } : {}) },
       'connection failed',
     );
+  }
+}
+
+/**
+ * The connections of one captured pod, being set up or open: they need the pod's netns
+ * (upstream and app sockets are made there) and its certificate, so a released pod keeps them
+ * until the last one ended. Its `ended*` functions are each shared by all the pod's
+ * connections (given as the bridge's or join's `done`, with the tracked connection as its
+ * value): an open connection holds no closure or promise of its own.
+ */
+export class PodConnections {
+  private active = 0;
+  private released = false;
+
+  constructor(
+    private readonly tracker: ConnectionTracker,
+    /** called once the pod was released and nothing uses it any more */
+    private readonly onIdle: () => void,
+  ) {}
+
+  /** Connections being set up or open. */
+  get count(): number {
+    return this.active;
+  }
+
+  /** Counts a connection while it is being set up, until `work` settles. */
+  setUp(work: Promise<void>): void {
+    this.active++;
+    void work.finally(() => this.leave());
+  }
+
+  /** Registers an established connection: it counts until one of the ended functions reports it. */
+  opened(c: Omit<TrackedConnection, 'id' | 'started'>): TrackedConnection {
+    this.active++;
+    return this.tracker.opened(c);
+  }
+
+  /** Records the end of an established connection. `received` is what came from the client side. */
+  closed(t: TrackedConnection, received: number, sent: number, outcome: 'closed' | 'reset'): void {
+    try {
+      this.tracker.closed(t, received, sent, outcome);
+    } finally {
+      this.leave();
+    }
+  }
+
+  /** The end of a connection whose socket (the bridge's, or the first joined one) is the client's. */
+  readonly endedClientSocket = (t: TrackedConnection, r: BridgeResult): void => this.closed(t, r.bytesFromSocket, r.bytesToSocket, r.outcome);
+
+  /** The end of a bridged connection whose client is on the tunnel (the socket is the app's). */
+  readonly endedClientStream = (t: TrackedConnection, r: BridgeResult): void => this.closed(t, r.bytesToSocket, r.bytesFromSocket, r.outcome);
+
+  /** The pod is no longer captured: once nothing uses it, onIdle. */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    if (this.active === 0) this.onIdle();
+  }
+
+  private leave(): void {
+    if (--this.active === 0 && this.released) this.onIdle();
   }
 }

@@ -2,7 +2,7 @@ import type { WorkloadIndex } from '../shared/model/index.js';
 import type { ConnectionPool } from '../shared/hbone/pool.js';
 import type { Logger } from '../shared/telemetry/log.js';
 import type { CertificateStore } from './certificates.js';
-import type { ConnectionTracker } from './connections.js';
+import type { ConnectionTracker, PodConnections } from './connections.js';
 import type { ZtunnelMetrics } from './metrics.js';
 import type { PodNetwork } from './pod-network.js';
 
@@ -28,6 +28,8 @@ export interface LocalPodInfo {
   ip: string;
   identity: string;
   net: PodNetwork;
+  /** its connections being set up or open, which keep the netns and certificate */
+  connections: PodConnections;
 }
 
 /** ztunnel's own ports inside a pod; a connection aimed at them is a loop. */

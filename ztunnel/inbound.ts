@@ -2,11 +2,11 @@ import type { Socket } from 'node:net';
 import { constants as h2c } from 'node:http2';
 import { originalDst, socketFd } from '../shared/native/index.js';
 import { MeshError } from '../shared/errors.js';
-import { bridge, resetStream } from '../shared/hbone/bridge.js';
-import { joinSockets } from '../shared/hbone/join.js';
-import { resetSocket } from '../shared/hbone/reset.js';
-import { respondError, type InboundConnect } from '../shared/hbone/server.js';
-import { formatAddress, type SocketAddress } from '../shared/model/types.js';
+import { bridgeTo } from '../shared/hbone/bridge.js';
+import { joinTo } from '../shared/hbone/join.js';
+import { respondConnected, respondError, type InboundConnect } from '../shared/hbone/server.js';
+import { formatAddress, type SocketAddress, type Workload } from '../shared/model/types.js';
+import { flatString, StringTable } from '../shared/model/strings.js';
 import type { Peer } from './connections.js';
 import { peerAuthMode, type ConnectionAttributes, type Decision } from '../shared/policy/evaluate.js';
 import { ZTUNNEL_PORTS, type LocalPodInfo, type ProxyContext } from './context.js';
@@ -18,10 +18,23 @@ export function checkInboundTarget(pod: Pick<LocalPodInfo, 'ip'>, target: Socket
   return null;
 }
 
+/** What authorization selects on, per workload (open connections keep it, to be decided again): one object shared by its connections. */
+const targets = new WeakMap<Workload, { namespace: string; labels: Record<string, string> }>();
+
 /** The labels authorization selects on for a local pod. */
 function targetRef(ctx: ProxyContext, pod: LocalPodInfo): { namespace: string; labels: Record<string, string> } {
-  return { namespace: pod.namespace, labels: ctx.index.workload(pod.uid)?.labels ?? {} };
+  const w = ctx.index.workload(pod.uid);
+  if (!w) return { namespace: pod.namespace, labels: {} };
+  let t = targets.get(w);
+  if (!t || t.namespace !== pod.namespace || t.labels !== w.labels) {
+    t = { namespace: pod.namespace, labels: w.labels };
+    targets.set(w, t);
+  }
+  return t;
 }
+
+/** Addresses open connections name: HBONE peers (one per connection from a node, not per stream) and local destinations. */
+const addresses = new StringTable();
 
 /** Authorization for an inbound connection to a local pod (L4 policies, then PeerAuthentication for plaintext). */
 export function authorizeInbound(ctx: Pick<ProxyContext, 'index'>, target: { namespace: string; labels: Record<string, string> }, attrs: ConnectionAttributes): Decision {
@@ -33,7 +46,7 @@ export function authorizeInbound(ctx: Pick<ProxyContext, 'index'>, target: { nam
 
 function dstPeer(ctx: ProxyContext, pod: LocalPodInfo, target: SocketAddress): Peer {
   const w = ctx.index.workload(pod.uid);
-  return { address: formatAddress(target), identity: pod.identity, workload: w ?? { name: pod.name, namespace: pod.namespace, labels: {} } };
+  return { address: addresses.get(formatAddress(target)), identity: pod.identity, workload: w ?? { name: pod.name, namespace: pod.namespace, labels: {} } };
 }
 
 /** The `host=` of a `forwarded` header: the service the client addressed, if it said so. */
@@ -46,7 +59,7 @@ export function forwardedHost(header: string | string[] | undefined): string | n
 /** Serves one HBONE CONNECT addressed to this pod: checks, connects to the app as the client, answers 200, carries bytes. */
 export async function handleInboundHbone(ctx: ProxyContext, pod: LocalPodInfo, req: InboundConnect): Promise<void> {
   const srcWorkload = ctx.index.workloadByIp(req.peerAddress.ip);
-  const src: Peer = { address: formatAddress(req.peerAddress), identity: req.peer.toString(), ...(srcWorkload ? { workload: srcWorkload } : {}) };
+  const src: Peer = { address: addresses.get(formatAddress(req.peerAddress)), identity: req.peer.toString(), ...(srcWorkload ? { workload: srcWorkload } : {}) };
   const host = forwardedHost(req.headers.forwarded);
   const service = host ? ctx.index.serviceByHostname(host) : undefined;
   const base = { direction: 'inbound' as const, src, dst: dstPeer(ctx, pod, req.target), protocol: 'HBONE' as const, mtls: true, ...(service ? { service } : {}) };
@@ -77,17 +90,11 @@ export async function handleInboundHbone(ctx: ProxyContext, pod: LocalPodInfo, r
     app.destroy();
     return;
   }
-  req.stream.respond({ ':status': 200 }, { endStream: false });
-  const stream = req.stream;
-  // a reset on both sides: the app sees RST, the client's ztunnel gets RST_STREAM and resets the client
-  const abort = (): void => {
-    resetStream(stream, h2c.NGHTTP2_CONNECT_ERROR);
-    resetSocket(app);
-  };
-  const t = ctx.tracker.opened({ ...base, attrs, target, abort });
-  // returned, not awaited: this function's frame is released while the connection stays open
-  // from the client's side: what the app sent is "sent", what reached the app is "received"
-  return bridge(app, req.stream).then((r) => ctx.tracker.closed(t, r.bytesToSocket, r.bytesFromSocket, r.outcome));
+  respondConnected(req.stream);
+  // a reset on both sides: the app sees RST, the client's ztunnel gets RST_STREAM and resets the client;
+  // the connection ends through the pod's shared `ended` function, not this frame
+  const t = pod.connections.opened({ ...base, attrs, target });
+  t.link = bridgeTo(app, req.stream, pod.connections.endedClientStream, t, h2c.NGHTTP2_CONNECT_ERROR);
 }
 
 /** Errors are reported through the connection's outcome, not the emitter. */
@@ -107,7 +114,7 @@ export async function handleInboundPlain(ctx: ProxyContext, pod: LocalPodInfo, c
   }
   const srcIp = client.remoteAddress ?? '';
   const srcWorkload = ctx.index.workloadByIp(srcIp);
-  const src: Peer = { address: `${srcIp}:${client.remotePort}`, ...(srcWorkload ? { workload: srcWorkload } : {}) };
+  const src: Peer = { address: flatString(`${srcIp}:${client.remotePort}`), ...(srcWorkload ? { workload: srcWorkload } : {}) };
   const base = { direction: 'inbound' as const, src, dst: dstPeer(ctx, pod, target), protocol: 'TCP' as const, mtls: false };
   const refused = checkInboundTarget(pod, target);
   if (refused) {
@@ -131,24 +138,22 @@ export async function handleInboundPlain(ctx: ProxyContext, pod: LocalPodInfo, c
     client.resetAndDestroy();
     return;
   }
-  const abort = (): void => {
-    resetSocket(client);
-    resetSocket(app);
-  };
-  const t = ctx.tracker.opened({ ...base, attrs, target: ref, abort });
-  return joinSockets(client, app).then((outcome) => ctx.tracker.closed(t, client.bytesRead, client.bytesWritten, outcome));
+  const t = pod.connections.opened({ ...base, attrs, target: ref });
+  // the join's own 'error' handler takes over (one listener, not an array of two, per socket)
+  client.off('error', ignoreError);
+  t.link = joinTo(client, app, pod.connections.endedClientSocket, t);
 }
 
 /** After a policy change: decides every open inbound connection again and resets the ones now denied. */
 export function recheckOpenConnections(ctx: ProxyContext): number {
   let closed = 0;
   for (const c of [...ctx.tracker.open.values()]) {
-    if (c.direction !== 'inbound' || !c.attrs || !c.target || !c.abort) continue;
+    if (c.direction !== 'inbound' || !c.attrs || !c.target || !c.link) continue;
     const d = authorizeInbound(ctx, c.target, c.attrs);
     if (d.allowed) continue;
     ctx.tracker.denies.push({ time: new Date().toISOString(), direction: 'inbound', src: c.src.address, srcIdentity: c.src.identity ?? null, dst: c.dst.address, dstWorkload: c.dst.workload ? `${c.dst.workload.namespace}/${c.dst.workload.name}` : null, policy: d.policy, rule: d.rule, reason: `open connection closed: ${d.reason}` });
     ctx.log.warn({ 'src.addr': c.src.address, 'src.identity': c.src.identity, 'dst.addr': c.dst.address, policy: d.policy, reason: d.reason }, 'open connection closed by a policy change');
-    c.abort();
+    c.link.abort();
     closed++;
   }
   return closed;

@@ -95,7 +95,7 @@ async function main(): Promise<void> {
     void pods.close().then(() => {
       // what is still open is cut now: reset it, so no app reads a cut stream as a complete one
       // (an exiting process ends an idle socket with a FIN)
-      for (const c of [...ctx.tracker.open.values()]) c.abort?.();
+      for (const c of [...ctx.tracker.open.values()]) c.link?.abort();
       for (const s of servers) s.close();
       ctx.certs.close();
       setTimeout(() => process.exit(0), 200).unref();

@@ -2,12 +2,12 @@ import type { Socket } from 'node:net';
 import { originalDst, socketFd } from '../shared/native/index.js';
 import { asMeshError, MeshError } from '../shared/errors.js';
 import { constants as h2c } from 'node:http2';
-import { bridge, resetStream } from '../shared/hbone/bridge.js';
-import { resetSocket } from '../shared/hbone/reset.js';
-import { joinSockets } from '../shared/hbone/join.js';
+import { bridgeTo } from '../shared/hbone/bridge.js';
+import { joinTo } from '../shared/hbone/join.js';
 import { HBONE_PORT } from '../shared/hbone/settings.js';
 import { pickEndpoint, readyEndpoints } from '../shared/model/endpoints.js';
 import { formatAddress, type Service, type SocketAddress, type Workload } from '../shared/model/types.js';
+import { flatString, StringTable } from '../shared/model/strings.js';
 import { Identity } from '../shared/identity/spiffe.js';
 import { waypointRefusal } from '../shared/config/waypoint-binding.js';
 import type { Peer } from './connections.js';
@@ -60,7 +60,7 @@ export function planOutbound(ctx: Pick<ProxyContext, 'index' | 'cursors' | 'trus
   const target = { ip: workload.ip, port };
   if (workload.protocol !== 'HBONE') return { kind: 'plain', workload, target, ...(service ? { service } : {}) };
   if (ZTUNNEL_PORTS.has(port)) return { kind: 'refuse', error: new MeshError('LOOP', `${formatAddress(target)} is a ztunnel port`), ...(service ? { service } : {}) };
-  const identity = new Identity(ctx.trustDomain, workload.namespace, workload.serviceAccount).toString();
+  const identity = identityOf(ctx.trustDomain, workload);
   return { kind: 'hbone', workload, target, identity, authority: formatAddress(target), ...(service ? { service } : {}) };
 }
 
@@ -79,9 +79,24 @@ function viaWaypoint(ctx: Pick<ProxyContext, 'index' | 'cursors' | 'trustDomain'
   ctx.cursors.set(`waypoint:${key}`, cursor + 1);
   const pod = pods.length > 0 ? pods[cursor % pods.length]! : undefined;
   if (!pod) return { kind: 'refuse', error: new MeshError('NO_WAYPOINT', `${what} is refused: waypoint ${key} has no ready pod`), ...svc };
-  const identity = new Identity(ctx.trustDomain, pod.namespace, pod.serviceAccount).toString();
+  const identity = identityOf(ctx.trustDomain, pod);
   return { kind: 'hbone', workload: pod, target: { ip: pod.ip, port: HBONE_PORT }, identity, authority: formatAddress(dst), waypoint: key, ...svc };
 }
+
+/** Each workload's identity, made once: the connections to it share one URI string. */
+const identities = new WeakMap<Workload, Identity>();
+
+function identityOf(trustDomain: string, w: Workload): string {
+  let id = identities.get(w);
+  if (!id || id.trustDomain !== trustDomain || id.namespace !== w.namespace || id.serviceAccount !== (w.serviceAccount || 'default')) {
+    id = new Identity(trustDomain, w.namespace, w.serviceAccount);
+    identities.set(w, id);
+  }
+  return id.toString();
+}
+
+/** Destination addresses open connections name (one string per destination, not per connection). */
+const addresses = new StringTable();
 
 /** Loopback or unspecified: an address that means "this pod" whatever its IP. */
 function isLocalAddress(ip: string): boolean {
@@ -105,13 +120,13 @@ export async function handleOutbound(ctx: ProxyContext, pod: LocalPodInfo, clien
     return;
   }
   const self = ctx.index.workload(pod.uid);
-  const src: Peer = { address: `${client.remoteAddress}:${client.remotePort}`, identity: pod.identity, workload: self ?? { name: pod.name, namespace: pod.namespace, labels: {} } };
+  const src: Peer = { address: flatString(`${client.remoteAddress}:${client.remotePort}`), identity: pod.identity, workload: self ?? { name: pod.name, namespace: pod.namespace, labels: {} } };
   const plan = planOutbound(ctx, dst);
   const service = plan.service ? { service: plan.service } : {};
   const dstPeer: Peer =
     plan.kind === 'refuse'
       ? { address: formatAddress(dst) }
-      : { address: formatAddress(plan.target), ...(plan.workload ? { workload: plan.workload } : {}), ...(plan.kind === 'hbone' ? { identity: plan.identity } : {}) };
+      : { address: addresses.get(formatAddress(plan.target)), ...(plan.workload ? { workload: plan.workload } : {}), ...(plan.kind === 'hbone' ? { identity: plan.identity } : {}) };
   const base = { direction: 'outbound' as const, src, dst: dstPeer, ...service };
 
   if (plan.kind === 'refuse') {
@@ -128,16 +143,11 @@ export async function handleOutbound(ctx: ProxyContext, pod: LocalPodInfo, clien
       client.resetAndDestroy();
       return;
     }
-    const t = ctx.tracker.opened({
-      ...base,
-      protocol: 'TCP',
-      mtls: false,
-      abort: () => {
-        resetSocket(client);
-        resetSocket(upstream);
-      },
-    });
-    return joinSockets(client, upstream).then((outcome) => ctx.tracker.closed(t, client.bytesRead, client.bytesWritten, outcome));
+    const t = pod.connections.opened({ ...base, protocol: 'TCP', mtls: false });
+    // the join's own 'error' handler takes over (one listener, not an array of two, per socket)
+    client.off('error', ignoreError);
+    t.link = joinTo(client, upstream, pod.connections.endedClientSocket, t);
+    return;
   }
   const headers: Record<string, string> = { forwarded: `for="${formatAddress({ ip: pod.ip, port: client.remotePort ?? 0 })}"` };
   if (plan.service) headers.forwarded += `;host=${plan.service.hostname}`;
@@ -159,16 +169,10 @@ export async function handleOutbound(ctx: ProxyContext, pod: LocalPodInfo, clien
     client.resetAndDestroy();
     return;
   }
-  const t = ctx.tracker.opened({
-    ...base,
-    protocol: 'HBONE',
-    mtls: true,
-    abort: () => {
-      resetStream(stream, h2c.NGHTTP2_CANCEL);
-      resetSocket(client);
-    },
-  });
-  // returned, not awaited: this function's frame (the plan, headers, request) is released
-  // while the connection stays open, which may be for hours
-  return bridge(client, stream).then((r) => ctx.tracker.closed(t, r.bytesFromSocket, r.bytesToSocket, r.outcome));
+  // the connection ends through the pod's shared `ended` function, not this frame: nothing of
+  // it (the plan, headers, request) stays with the connection, which may be open for hours
+  const t = pod.connections.opened({ ...base, protocol: 'HBONE', mtls: true });
+  // the bridge's own 'error' handler takes over (one listener, not an array of two, per socket)
+  client.off('error', ignoreError);
+  t.link = bridgeTo(client, stream, pod.connections.endedClientSocket, t, h2c.NGHTTP2_CANCEL);
 }

@@ -6,6 +6,7 @@ import type { PodAdd } from '../shared/nodeagent/protocol.js';
 import { PodNetwork } from './pod-network.js';
 import { handleOutbound } from './outbound.js';
 import { handleInboundHbone, handleInboundPlain } from './inbound.js';
+import { PodConnections } from './connections.js';
 import type { LocalPodInfo, ProxyContext } from './context.js';
 
 interface LocalPod {
@@ -13,16 +14,6 @@ interface LocalPod {
   outbound: net.Server;
   inboundPlain: net.Server;
   hbone: HboneServer;
-  usage: Usage;
-}
-
-/**
- * Connections of a pod being handled (accepted and not yet ended). They need the pod's netns
- * (upstream and app sockets are made there) and its certificate after the pod is released.
- */
-interface Usage {
-  active: number;
-  released: boolean;
 }
 
 /** The pods this ztunnel captures, each with its three listeners inside the pod's netns. */
@@ -56,18 +47,13 @@ export class PodProxies {
     ctx.certs.retain(identity);
     let podNet: PodNetwork | null = null;
     const servers: { close(): unknown }[] = [];
-    const usage: Usage = { active: 0, released: false };
-    const handled = (work: Promise<void>): void => {
-      usage.active++;
-      void work.finally(() => {
-        if (--usage.active === 0 && usage.released) this.finishRelease(info);
-      });
-    };
     let info: LocalPodInfo;
     try {
       const material = await ctx.certs.get(identity);
       podNet = PodNetwork.open(msg.netns);
-      info = { uid: msg.uid, name: msg.name, namespace: msg.namespace, serviceAccount: msg.serviceAccount, ip: msg.ip, identity, net: podNet };
+      const connections = new PodConnections(ctx.tracker, () => this.finishRelease(info));
+      const handled = (work: Promise<void>): void => connections.setUp(work);
+      info = { uid: msg.uid, name: msg.name, namespace: msg.namespace, serviceAccount: msg.serviceAccount, ip: msg.ip, identity, net: podNet, connections };
       const hbone = new HboneServer(material, ctx.trustDomain, {
         connect: (req) => handled(handleInboundHbone(ctx, info, req)),
         rejected: (flag, reason, peer) => {
@@ -81,7 +67,7 @@ export class PodProxies {
       servers.push(outbound);
       const inboundPlain = await this.serve(podNet.listenFd(PORTS.inboundPlaintext), (s) => handled(handleInboundPlain(ctx, info, s)));
       servers.push(inboundPlain);
-      this.pods.set(msg.uid, { info, outbound, inboundPlain, hbone, usage });
+      this.pods.set(msg.uid, { info, outbound, inboundPlain, hbone });
       ctx.log.info({ pod: `${msg.namespace}/${msg.name}`, ip: msg.ip, identity, netns: msg.netns }, 'pod captured');
     } catch (err) {
       for (const s of servers) s.close();
@@ -120,9 +106,8 @@ export class PodProxies {
     p.outbound.close();
     p.inboundPlain.close();
     void p.hbone.close();
-    p.usage.released = true;
-    if (p.usage.active === 0) this.finishRelease(p.info);
-    this.ctx.log.info({ pod: `${p.info.namespace}/${p.info.name}`, connections: p.usage.active }, 'pod released');
+    p.info.connections.release();
+    this.ctx.log.info({ pod: `${p.info.namespace}/${p.info.name}`, connections: p.info.connections.count }, 'pod released');
     return true;
   }
 

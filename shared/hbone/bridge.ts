@@ -36,23 +36,45 @@ export function resetStream(stream: Http2Stream, code: number): void {
  */
 export const SOCKET_WRITE_BUDGET = 256 * 1024;
 
+/** Called once both ends of a bridged connection closed, with the value given to bridgeTo(). */
+export type BridgeDone<T> = (arg: T, result: BridgeResult) => void;
+
 /**
  * One bridged connection. The event handlers below are shared by every connection (each
- * finds its state on the emitter it is called on), so an open connection holds this object and
- * node's own socket and stream, not a dozen closures: ztunnel may hold tens of thousands idle.
+ * finds its state on the emitter it is called on), and the end is reported through a shared
+ * function given this state's `arg`, so an open connection holds this object and node's own
+ * socket and stream, not a dozen closures or a chain of promises: ztunnel may hold tens of
+ * thousands idle.
  */
-interface Bridged {
-  socket: Socket;
-  stream: Http2Stream;
-  outcome: BridgeResult['outcome'];
-  finished: number;
-  resolve: (r: BridgeResult) => void;
+export class Bridged<T = unknown> {
+  outcome: BridgeResult['outcome'] = 'closed';
+  finished = 0;
   /** the socket is corked until the next check phase (stream → socket) */
-  corked: boolean;
+  corked = false;
   /** the stream is paused: the socket holds SOCKET_WRITE_BUDGET unsent */
-  streamPaused: boolean;
+  streamPaused = false;
   /** the socket is paused: the stream holds SOCKET_WRITE_BUDGET unsent */
-  socketPaused: boolean;
+  socketPaused = false;
+
+  constructor(
+    readonly socket: Socket,
+    readonly stream: Http2Stream,
+    /** the RST_STREAM code abort() sends */
+    private readonly abortCode: number,
+    private readonly done: BridgeDone<T>,
+    private readonly arg: T,
+  ) {}
+
+  /** Resets both ends: RST_STREAM with the abort code on the tunnel, a TCP RST on the socket. */
+  abort(): void {
+    resetStream(this.stream, this.abortCode);
+    resetSocket(this.socket);
+  }
+
+  /** @internal both sides closed */
+  end(): void {
+    this.done(this.arg, { bytesFromSocket: this.socket.bytesRead, bytesToSocket: this.socket.bytesWritten, outcome: this.outcome });
+  }
 }
 
 const kBridged = Symbol('ambit.bridged');
@@ -64,7 +86,7 @@ function stateOf(emitter: Side<Socket> | Side<Http2Stream>): Bridged {
 
 function finish(b: Bridged): void {
   if (++b.finished < 2) return;
-  b.resolve({ bytesFromSocket: b.socket.bytesRead, bytesToSocket: b.socket.bytesWritten, outcome: b.outcome });
+  b.end();
 }
 
 function uncork(b: Bridged): void {
@@ -181,24 +203,37 @@ function onSocketClose(this: Side<Socket>): void {
  * Joins a plain TCP socket and an HBONE stream in both directions. Half-close travels
  * as END_STREAM / FIN; a reset on one side becomes a reset on the other. Bytes are
  * read from the socket's own counters at the end, so the hot path adds nothing per chunk.
+ * Once both ends closed, `done(arg, result)` is called (once); `done` is meant to be one
+ * function shared by many connections, `arg` what tells them apart. The returned state's
+ * abort() resets both ends, RST_STREAM carrying `abortCode`.
  */
+export function bridgeTo<T>(socket: Socket, stream: Http2Stream, done: BridgeDone<T>, arg: T, abortCode: number = h2c.NGHTTP2_CONNECT_ERROR): Bridged<T> {
+  const b = new Bridged(socket, stream, abortCode, done, arg);
+  (socket as Side<Socket>)[kBridged] = b as Bridged;
+  (stream as Side<Http2Stream>)[kBridged] = b as Bridged;
+  socket.setNoDelay(true);
+  socket.on('data', onSocketData);
+  stream.on('drain', onStreamDrain);
+  socket.on('end', onSocketEnd);
+  stream.on('data', onStreamData);
+  socket.on('drain', onSocketDrain);
+  stream.on('end', onStreamEnd);
+  socket.on('error', onSocketError);
+  stream.on('error', onStreamError);
+  stream.on('close', onStreamClose);
+  socket.on('close', onSocketClose);
+  // a socket accepted paused (or paused by its owner) does not flow by adding a 'data' listener
+  socket.resume();
+  return b;
+}
+
+function settle(resolve: (r: BridgeResult) => void, r: BridgeResult): void {
+  resolve(r);
+}
+
+/** bridgeTo(), resolving once both ends closed: for a few connections (tools, tests), not for many held open. */
 export function bridge(socket: Socket, stream: Http2Stream): Promise<BridgeResult> {
   return new Promise((resolve) => {
-    const b: Bridged = { socket, stream, outcome: 'closed', finished: 0, resolve, corked: false, streamPaused: false, socketPaused: false };
-    (socket as Side<Socket>)[kBridged] = b;
-    (stream as Side<Http2Stream>)[kBridged] = b;
-    socket.setNoDelay(true);
-    socket.on('data', onSocketData);
-    stream.on('drain', onStreamDrain);
-    socket.on('end', onSocketEnd);
-    stream.on('data', onStreamData);
-    socket.on('drain', onSocketDrain);
-    stream.on('end', onStreamEnd);
-    socket.on('error', onSocketError);
-    stream.on('error', onStreamError);
-    stream.on('close', onStreamClose);
-    socket.on('close', onSocketClose);
-    // a socket accepted paused (or paused by its owner) does not flow by adding a 'data' listener
-    socket.resume();
+    bridgeTo(socket, stream, settle, resolve);
   });
 }

@@ -5,6 +5,7 @@ import { MeshError } from '../errors.js';
 import { formatAddress, type SocketAddress } from '../model/types.js';
 import { CLIENT_MAX_STREAMS, CONNECTION_WINDOW, MAX_SESSION_MEMORY_MB, PING_INTERVAL_MS, PING_TIMEOUT_MS, POOL_IDLE_MS, hboneSettings } from './settings.js';
 import { expectIdentity, tlsOptions, type TlsMaterial } from './tls.js';
+import { forgetRequest } from './forget.js';
 
 /** Opens a connected TCP socket to the target (ztunnel makes it inside the source pod's netns, marked). */
 export type Dialer = (target: SocketAddress) => Promise<Socket>;
@@ -25,6 +26,7 @@ export interface TunnelRequest {
 }
 
 interface PooledSession {
+  pool: ConnectionPool;
   session: ClientHttp2Session;
   active: number;
   idle: NodeJS.Timeout | null;
@@ -46,9 +48,9 @@ const RESPONSE_TIMEOUT_MS = 15_000;
 
 const ignore = (): void => undefined;
 
-/** What a pooled stream's shared 'close' listener needs: the pool and the connection it is on. */
+/** What a pooled stream's shared 'close' listener needs: the connection it is on (which knows its pool). */
 const kPooled = Symbol('ambit.pooled');
-type PooledStream = ClientHttp2Stream & { [kPooled]?: { pool: ConnectionPool; pooled: PooledSession } };
+type PooledStream = ClientHttp2Stream & { [kPooled]?: PooledSession };
 
 /**
  * HBONE connections keyed by (source identity, destination identity, destination address).
@@ -103,11 +105,12 @@ export class ConnectionPool {
 
   /**
    * Resolves with the stream once the far side answered 200. What only serves the answer (its
-   * listeners, timer and messages) is dropped once it came: an open tunnel keeps one shared
-   * 'close' listener and a reference to its connection (memory per idle connection).
+   * listeners, timer and messages, and what node keeps of the request) is dropped once it
+   * came: an open tunnel keeps one shared 'close' listener and a reference to its connection
+   * (memory per idle connection).
    */
   private awaitResponse(stream: ClientHttp2Stream, pooled: PooledSession, target: string): Promise<ClientHttp2Stream> {
-    (stream as PooledStream)[kPooled] = { pool: this, pooled };
+    (stream as PooledStream)[kPooled] = pooled;
     stream.on('close', ConnectionPool.releaseStream);
     return new Promise<ClientHttp2Stream>((resolve, reject) => {
       const settle = (err: Error | null): void => {
@@ -143,6 +146,7 @@ export class ConnectionPool {
       const onResponse = (headers: IncomingHttpHeaders): void => {
         const status = Number(headers[':status']);
         if (status === 200) {
+          forgetRequest(stream);
           settle(null);
           return;
         }
@@ -159,7 +163,7 @@ export class ConnectionPool {
   /** A pooled stream's 'close': its connection has room for one more. Shared by every stream. */
   private static releaseStream(this: PooledStream): void {
     const p = this[kPooled];
-    if (p) p.pool.release(p.pooled);
+    if (p) p.pool.release(p);
   }
 
   private key(req: TunnelRequest): string {
@@ -254,7 +258,7 @@ export class ConnectionPool {
     });
     session.setLocalWindowSize(CONNECTION_WINDOW);
     // made with material retire() has since replaced: serve the streams waiting on it, then close
-    const pooled: PooledSession = { session, active: 0, idle: null, retired: (this.generations.get(req.source) ?? 0) !== generation };
+    const pooled: PooledSession = { pool: this, session, active: 0, idle: null, retired: (this.generations.get(req.source) ?? 0) !== generation };
     entry.sessions.push(pooled);
     this.keepAlive(session);
     const drop = (): void => {

@@ -6,6 +6,7 @@ import { MeshError } from '../errors.js';
 import { parseAddress, type SocketAddress } from '../model/types.js';
 import { CONNECTION_WINDOW, MAX_SESSION_MEMORY_MB, PING_INTERVAL_MS, PING_TIMEOUT_MS, SERVER_MAX_STREAMS, serverSettings } from './settings.js';
 import { peerIdentity, tlsOptions, type TlsMaterial } from './tls.js';
+import { forgetResponse } from './forget.js';
 import { rootOfChain, sameRoots } from '../identity/trust.js';
 
 /** One verified CONNECT request on an inbound HBONE connection. */
@@ -345,6 +346,12 @@ function tlsPeer(sock: TLSSocket): string {
   const raw = (sock as TLSSocket & { _parent?: Socket | null })._parent;
   const s = sock.remoteAddress !== undefined ? sock : raw ?? sock;
   return `${s.remoteAddress}:${s.remotePort}`;
+}
+
+/** Answers a CONNECT 200: the tunnel is open. The stream then keeps nothing of the answer's headers. */
+export function respondConnected(stream: ServerHttp2Stream): void {
+  stream.respond({ ':status': 200 }, { endStream: false });
+  forgetResponse(stream);
 }
 
 /** Ends a CONNECT with the status for this error and no body. */

@@ -2,6 +2,7 @@
  * SPIFFE workload identities in the Istio layout:
  * `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
  */
+import { flatString } from '../model/strings.js';
 
 /** Trust domain used when none is configured (Kubernetes' default cluster domain, as in Istio). */
 export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
@@ -23,6 +24,9 @@ export function validateTrustDomain(td: string): string {
   }
   return td;
 }
+
+/** Each identity's URI, once made (an identity is frozen: it cannot keep it itself). */
+const uris = new WeakMap<Identity, string>();
 
 /** A workload's SPIFFE identity (immutable value object). */
 export class Identity {
@@ -79,9 +83,14 @@ export class Identity {
     return new Identity(td, ns, sa);
   }
 
-  /** The SPIFFE URI. */
+  /** The SPIFFE URI (made once per identity: the open connections naming it share one string). */
   toString(): string {
-    return `spiffe://${this.trustDomain}/ns/${this.namespace}/sa/${this.serviceAccount}`;
+    let uri = uris.get(this);
+    if (uri === undefined) {
+      uri = flatString(`spiffe://${this.trustDomain}/ns/${this.namespace}/sa/${this.serviceAccount}`);
+      uris.set(this, uri);
+    }
+    return uri;
   }
 
   /** JSON form is the URI, so identities log and serialize readably. */

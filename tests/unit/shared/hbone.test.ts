@@ -10,8 +10,8 @@ import { generateKeyAndCsr } from '../../../shared/identity/csr.js';
 import { Identity } from '../../../shared/identity/spiffe.js';
 import { MeshError, type ErrorFlag } from '../../../shared/errors.js';
 import { tlsOptions, type TlsMaterial } from '../../../shared/hbone/tls.js';
-import { HboneServer, respondError, type InboundConnect } from '../../../shared/hbone/server.js';
-import { bridge } from '../../../shared/hbone/bridge.js';
+import { HboneServer, respondConnected, respondError, type InboundConnect } from '../../../shared/hbone/server.js';
+import { bridge, bridgeTo, type BridgeResult } from '../../../shared/hbone/bridge.js';
 import { ConnectionPool } from '../../../shared/hbone/pool.js';
 import type { SocketAddress } from '../../../shared/model/types.js';
 
@@ -115,7 +115,7 @@ function connectToApp(req: InboundConnect): void {
       app.destroy();
       return;
     }
-    req.stream.respond({ ':status': 200 }, { endStream: false });
+    respondConnected(req.stream);
     void bridge(app, req.stream);
   });
 }
@@ -336,6 +336,64 @@ describe('HBONE over mutual TLS', () => {
     await dataSeen;
     client.resetAndDestroy();
     assert.equal(await appClosed, 'ECONNRESET', 'the server app must see a reset, not a clean end');
+  });
+
+  test('an answered tunnel keeps nothing of its request or answer headers, and still carries bytes both ways', async (t) => {
+    const onClose = closer(t);
+    const app = await startApp(onClose, echo);
+    const server = await startServer(onClose);
+    const pool = newPool(onClose);
+    const stream = await tunnel(pool, server, app.port, { headers: { forwarded: 'for="10.0.0.1:40000"', baggage: 'k8s.pod.name=client' } });
+    assert.equal(stream.sentHeaders, undefined, 'the client stream forgot the request headers');
+    // the client has its 200: the server answered
+    const req = server.connects[0]!;
+    assert.equal(req.stream.headersSent, true);
+    assert.equal(req.stream.sentHeaders, undefined, 'the server stream forgot the answer headers');
+    assert.equal(req.headers.forwarded, 'for="10.0.0.1:40000"', 'what the server received is intact');
+    assert.deepEqual(pool.stats().map((e) => e.streams), [1]);
+    const rest = readAll(stream);
+    stream.end('after the answer');
+    assert.equal((await rest).toString(), 'after the answer');
+    await closed(stream);
+    assert.deepEqual(pool.stats().map((e) => e.streams), [0], 'the stream gave its room on the connection back');
+  });
+
+  test('bridgeTo reports the end once, with its value; abort() resets both ends', async (t) => {
+    const onClose = closer(t);
+    const app = await startApp(onClose, echo);
+    const server = await startServer(onClose);
+    const pool = newPool(onClose);
+    const ends: [string, BridgeResult][] = [];
+    let bridged!: { abort(): void };
+    let ready!: () => void;
+    const isReady = new Promise<void>((resolve) => (ready = resolve));
+    const outbound = await startApp(onClose, (sock) => {
+      sock.pause();
+      sock.on('error', () => undefined);
+      void tunnel(pool, server, app.port).then((stream) => {
+        bridged = bridgeTo(sock, stream, (arg: string, r) => ends.push([arg, r]), 'conn-1', h2c.NGHTTP2_CANCEL);
+        ready();
+      });
+    });
+    const client = net.connect({ host: '127.0.0.1', port: outbound.port });
+    onClose(() => client.destroy());
+    const outcome = new Promise<string>((resolve) => {
+      let code = 'none';
+      client.on('error', (err: NodeJS.ErrnoException) => (code = String(err.code)));
+      client.on('close', () => resolve(code));
+    });
+    const echoed = new Promise<Buffer>((resolve) => client.once('data', resolve));
+    client.write('ping');
+    assert.equal((await echoed).toString(), 'ping');
+    await isReady;
+    bridged.abort();
+    assert.equal(await outcome, 'ECONNRESET', 'the client sees a reset');
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(ends.length, 1);
+    assert.equal(ends[0]![0], 'conn-1');
+    assert.equal(ends[0]![1].bytesFromSocket, 4);
+    assert.equal(ends[0]![1].bytesToSocket, 4);
+    assert.equal(ends[0]![1].outcome, 'reset');
   });
 
   test('one connection carries 50 concurrent streams', async (t) => {

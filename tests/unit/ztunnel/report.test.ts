@@ -16,7 +16,7 @@ function conn(id: number, over: Partial<TrackedConnection> = {}): TrackedConnect
     protocol: 'HBONE',
     mtls: true,
     started: 1000 + id,
-    abort: () => undefined,
+    link: { abort: () => undefined },
     ...over,
   };
 }
@@ -37,7 +37,7 @@ describe('nodeReport', () => {
     assert.equal(r.certificates[1]!.error, 'no');
     assert.deepEqual(r.denies, [DENY]);
     // nothing of the connection's internals (callbacks, policy attributes) travels
-    assert.ok(!JSON.stringify(r).includes('abort'));
+    assert.ok(!JSON.stringify(r).includes('abort') && !JSON.stringify(r).includes('link'));
   });
 
   test('at most MAX_REPORTED_CONNECTIONS connections (the newest), with the true total', () => {
