@@ -438,6 +438,11 @@ export class WaypointEngine {
     });
   }
 
+  /** Pooled HTTP/1.1 connections per endpoint (open, idle), for debugging. */
+  upstreamConnections(): Record<string, { open: number; idle: number }> {
+    return this.pool.http1Stats();
+  }
+
   /** Current outlier ejections per destination, for debugging. */
   ejections(): Record<string, Ejection[]> {
     const out: Record<string, Ejection[]> = {};

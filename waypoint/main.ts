@@ -113,8 +113,7 @@ async function main(): Promise<void> {
         s.once('error', reject);
       });
     }
-    // the upstream HTTP/1.1 client ends each request with an empty write: see dropEmptyWrites
-    const stream = await pool.open({
+    return await pool.open({
       source: identity,
       expected: [e.identity],
       target: { ip: e.ip, port: HBONE_PORT },
@@ -127,7 +126,6 @@ async function main(): Promise<void> {
         }),
       material: () => certs.get(identity),
     });
-    return dropEmptyWrites(stream);
   };
 
   let config: WaypointConfig | null = null;
@@ -211,7 +209,7 @@ async function main(): Promise<void> {
       const text = JSON.stringify(body, null, 2);
       s.writeHead(status, { 'content-type': 'application/json' }).end(text);
     };
-    if (url.pathname === '/config_dump') return send(200, { waypoint: key, identity, config, certificates: certs.list(), ejections: engine?.ejections() ?? {}, pool: pool.stats() });
+    if (url.pathname === '/config_dump') return send(200, { waypoint: key, identity, config, certificates: certs.list(), ejections: engine?.ejections() ?? {}, pool: pool.stats(), upstream: engine?.upstreamConnections() ?? {} });
     if (url.pathname === '/logging') {
       const level = url.searchParams.get('level');
       if (level === null) return send(200, { level: log.level });

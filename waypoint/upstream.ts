@@ -1,15 +1,17 @@
 /**
  * Requests to endpoints over a transport the caller provides (`connect`: an HBONE stream in the
- * mesh, a TCP socket in tests). HTTP/1.1 connections are kept alive per endpoint through an
- * http.Agent that dials with `connect`; HTTP/2 has one multiplexed session per endpoint (more
- * when `maxRequestsPerConnection` retires one). Failures come back classified for retries and
- * outlier detection: connect failure, reset, refused stream.
+ * mesh, a TCP socket in tests). HTTP/1.1 connections are kept alive per endpoint by the
+ * waypoint's own client (./http1.ts: one request at a time per connection, at most
+ * `MAX_IDLE_PER_ENDPOINT` kept idle); HTTP/2 has one multiplexed session per endpoint (more when
+ * `maxRequestsPerConnection` retires one). Failures come back classified for retries and outlier
+ * detection: connect failure, reset, refused stream.
  */
 
-import http, { type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import http2, { constants as h2c, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import type { Duplex, Readable } from 'node:stream';
 import type { Endpoint } from './config.js';
+import { Http1Endpoint } from './http1.js';
 
 /** Opens the transport to an endpoint. */
 export type Connector = (backend: Endpoint) => Promise<Duplex>;
@@ -65,76 +67,20 @@ export interface PendingAttempt {
 }
 
 const DEFAULT_IDLE_MS = 60_000;
+/**
+ * Idle HTTP/1.1 connections kept per endpoint. After a burst (a stall upstream piles up requests,
+ * each on its own connection) the ones beyond this are closed as they come back, instead of
+ * lingering for the idle timeout.
+ */
+export const MAX_IDLE_PER_ENDPOINT = 32;
+/** How often idle connections past their idle timeout are closed. */
+const SWEEP_MS = 5_000;
 
 function grpcStatusOf(h: IncomingHttpHeaders): number | null {
   const v = h['grpc-status'];
   if (v === undefined) return null;
   const n = Number(Array.isArray(v) ? v[0] : v);
   return Number.isInteger(n) ? n : null;
-}
-
-function ignoreError(): void {}
-
-function returnThis<T>(this: T): T {
-  return this;
-}
-
-/**
- * The server ended its side: the connection is done (a mesh stream stays half-open, so the agent
- * would keep it and send the next request into a closed connection).
- */
-function endWhenServerEnded(this: Duplex): void {
-  if (!this.writableEnded) this.end();
-}
-
-/** An http.Agent whose connections are made by the mesh transport. */
-class EndpointAgent extends http.Agent {
-  private readonly uses = new WeakMap<Duplex, number>();
-  private readonly idle = new WeakMap<Duplex, NodeJS.Timeout>();
-  maxRequestsPerConnection: number | null = null;
-  idleTimeoutMs = DEFAULT_IDLE_MS;
-
-  constructor(private readonly dial: () => Promise<Duplex>) {
-    super({ keepAlive: true, maxSockets: Infinity });
-  }
-
-  override createConnection(_options: unknown, callback?: (err: Error | null, stream: Duplex) => void): Duplex | null | undefined {
-    this.dial().then(
-      (s) => {
-        // Handlers that outlive this call must not close over it: a pooled connection lives on
-        // for minutes, and `callback` holds the request that opened it (with its whole exchange).
-        s.on('error', ignoreError); // reported through the request that uses it
-        s.once('end', endWhenServerEnded);
-        callback?.(null, s);
-      },
-      (err: unknown) => callback?.(new AttemptError('connect-failure', `connect: ${(err as Error)?.message ?? String(err)}`, { cause: err }), undefined as unknown as Duplex),
-    );
-    return undefined;
-  }
-
-  /** Counts a request on the connection. */
-  used(s: Duplex): void {
-    this.uses.set(s, (this.uses.get(s) ?? 0) + 1);
-  }
-
-  override keepSocketAlive(s: Duplex): boolean {
-    if (this.maxRequestsPerConnection !== null && (this.uses.get(s) ?? 0) >= this.maxRequestsPerConnection) return false;
-    const t = setTimeout(() => s.destroy(), this.idleTimeoutMs);
-    t.unref();
-    this.idle.set(s, t);
-    return true;
-  }
-
-  override reuseSocket(s: Duplex, req: http.ClientRequest): void {
-    const t = this.idle.get(s);
-    if (t) clearTimeout(t);
-    this.idle.delete(s);
-    // The base class drops its idle-socket error listener here, then calls ref(), which mesh
-    // streams do not have (it only undoes the unref of a pooled net.Socket).
-    const sock = s as Duplex & { ref?: () => unknown };
-    if (typeof sock.ref !== 'function') sock.ref = returnThis;
-    super.reuseSocket(s, req);
-  }
 }
 
 interface H2Connection {
@@ -154,9 +100,10 @@ function h2Failure(stream: ClientHttp2Stream | null, err: unknown): AttemptError
 }
 
 export class UpstreamPool {
-  private readonly agents = new Map<string, EndpointAgent>();
+  private readonly h1 = new Map<string, Http1Endpoint>();
   private readonly sessions = new Map<string, Promise<H2Connection>[]>();
   private closed = false;
+  private sweeper: NodeJS.Timeout | null = null;
 
   constructor(private readonly connect: Connector) {}
 
@@ -165,42 +112,59 @@ export class UpstreamPool {
     return req.protocol === 'http2' ? this.sendH2(req) : this.sendH1(req);
   }
 
-  private agent(e: Endpoint): EndpointAgent {
-    let a = this.agents.get(e.key);
-    if (!a) {
-      a = new EndpointAgent(() => this.connect(e));
-      this.agents.set(e.key, a);
+  private endpoint(e: Endpoint): Http1Endpoint {
+    let p = this.h1.get(e.key);
+    if (!p) {
+      p = new Http1Endpoint(() => this.connect(e), MAX_IDLE_PER_ENDPOINT);
+      this.h1.set(e.key, p);
+      if (this.sweeper === null) {
+        this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
+        this.sweeper.unref();
+      }
     }
-    return a;
+    return p;
+  }
+
+  /** Closes idle HTTP/1.1 connections past their timeout; forgets endpoints with none left. */
+  private sweep(): void {
+    for (const [k, p] of this.h1) {
+      p.sweep();
+      if (p.size === 0) this.h1.delete(k);
+    }
+    if (this.h1.size === 0 && this.sweeper !== null) {
+      clearInterval(this.sweeper);
+      this.sweeper = null;
+    }
+  }
+
+  /** HTTP/1.1 connections per endpoint key: open and idle (for the debug endpoint and tests). */
+  http1Stats(): Record<string, { open: number; idle: number }> {
+    const out: Record<string, { open: number; idle: number }> = {};
+    for (const [k, p] of this.h1) out[k] = { open: p.size, idle: p.idleCount };
+    return out;
   }
 
   private sendH1(r: UpstreamRequest): PendingAttempt {
-    const agent = this.agent(r.endpoint);
-    agent.maxRequestsPerConnection = r.maxRequestsPerConnection;
-    agent.idleTimeoutMs = r.idleTimeoutMs ?? DEFAULT_IDLE_MS;
-    const req = http.request({ agent, method: r.method, path: r.path, headers: { ...r.headers, host: r.authority }, setHost: false, host: r.endpoint.ip, port: r.endpoint.port });
-    req.on('socket', (s) => agent.used(s));
-    const response = new Promise<UpstreamResponse>((resolve, reject) => {
-      req.once('response', (res) => {
-        resolve({
-          protocol: 'http1',
-          status: res.statusCode ?? 502,
-          headers: res.headers,
-          grpcStatus: grpcStatusOf(res.headers),
-          endStream: false,
-          body: res,
-          trailers: () => res.trailers as Record<string, string>,
-        });
-      });
-      req.once('error', (err) => reject(err instanceof AttemptError ? err : new AttemptError('reset', `upstream connection failed: ${err.message}`, { cause: err })));
-    });
+    const ep = this.endpoint(r.endpoint);
+    ep.limits = { maxRequestsPerConnection: r.maxRequestsPerConnection, idleTimeoutMs: r.idleTimeoutMs ?? DEFAULT_IDLE_MS };
+    const pending = ep.request(r.method, r.path, r.authority, r.headers, r.body, (err) => new AttemptError('connect-failure', `connect: ${(err as Error)?.message ?? String(err)}`, { cause: err }));
+    const response = pending.response.then(
+      (res): UpstreamResponse => ({
+        protocol: 'http1',
+        status: res.head.status,
+        headers: res.head.headers,
+        grpcStatus: grpcStatusOf(res.head.headers),
+        endStream: false,
+        body: res.body,
+        trailers: res.trailers,
+      }),
+      (err: unknown) => {
+        if (err instanceof AttemptError) throw err;
+        throw new AttemptError('reset', (err as Error)?.message ?? String(err), { cause: err });
+      },
+    );
     response.catch(() => undefined);
-    if (r.body === null) req.end();
-    else {
-      r.body.once('error', () => req.destroy(new AttemptError('reset', 'request body failed')));
-      r.body.pipe(req);
-    }
-    return { response, abort: () => req.destroy() };
+    return { response, abort: pending.abort };
   }
 
   private openSession(r: UpstreamRequest): Promise<H2Connection> {
@@ -330,8 +294,10 @@ export class UpstreamPool {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const a of this.agents.values()) a.destroy();
-    this.agents.clear();
+    for (const p of this.h1.values()) p.close();
+    this.h1.clear();
+    if (this.sweeper !== null) clearInterval(this.sweeper);
+    this.sweeper = null;
     for (const list of this.sessions.values()) for (const p of list) void p.then((c) => c.session.destroy(), () => undefined);
     this.sessions.clear();
   }

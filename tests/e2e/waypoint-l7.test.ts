@@ -250,8 +250,11 @@ describe('waypoint L7: gRPC, WebSocket, h2load, retries, timeouts, faults, mirro
     // one request at a time, round robin: the bad endpoint gets every other one until its third 500
     const first = await load('http://pool.shop/one', 30, 1);
     assert.deepEqual(first, { byPod: { 'shop/pool-good': 27, 'shop/pool-bad': 3 }, byStatus: { '200': 27, '500': 3 }, errors: 0 });
-    const dump = JSON.parse(await waypointGet(15000, '/config_dump')) as { ejections: Record<string, { endpoint: string }[]> };
+    const dump = JSON.parse(await waypointGet(15000, '/config_dump')) as { ejections: Record<string, { endpoint: string }[]>; upstream: Record<string, { open: number; idle: number }> };
     assert.deepEqual(dump.ejections['shop/pool:80']?.map((e) => e.endpoint), [bad]);
+    // one request at a time: one kept-alive connection per endpoint carried them all (500s included)
+    const good = `${pod('pool-good').ip}:8080`;
+    assert.deepEqual({ good: dump.upstream[good], bad: dump.upstream[bad] }, { good: { open: 1, idle: 1 }, bad: { open: 1, idle: 1 } });
     await sleep(4500); // baseEjectionTime 4s
     const again = await load('http://pool.shop/two', 20, 1);
     assert.deepEqual(again, { byPod: { 'shop/pool-good': 17, 'shop/pool-bad': 3 }, byStatus: { '200': 17, '500': 3 }, errors: 0 }, 'back in the pool, then ejected again');
