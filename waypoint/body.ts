@@ -35,10 +35,13 @@ export class ReplayableBody {
   /** false once more than `limit` bytes arrived: the body cannot be sent again */
   replayable = true;
 
+  /** `source` null: a request without a body (readers end at once) */
   constructor(
-    private readonly source: Readable,
+    private readonly source: Readable | null,
     private readonly limit: number,
-  ) {}
+  ) {
+    if (source === null) this.ended = true;
+  }
 
   /** Whether the whole body was received. */
   get complete(): boolean {
@@ -48,6 +51,7 @@ export class ReplayableBody {
   private start(): void {
     if (this.started) return;
     this.started = true;
+    if (this.source === null) return;
     this.source.on('data', (c: Buffer | string) => this.onData(typeof c === 'string' ? Buffer.from(c) : c));
     this.source.once('end', () => {
       this.ended = true;
@@ -83,19 +87,19 @@ export class ReplayableBody {
       if (m.readableLength > this.limit) m.destroy(new Error('mirror fell behind'));
       else m.push(c);
     }
-    if (this.primary !== null && !this.primary.push(c)) this.source.pause();
+    if (this.primary !== null && !this.primary.push(c)) this.source?.pause();
   }
 
   /** Called by a reader that wants more. */
   resumeFor(r: BodyReader): void {
-    if (r === this.primary && this.source.isPaused()) this.source.resume();
+    if (r === this.primary && this.source?.isPaused()) this.source.resume();
   }
 
   detach(r: BodyReader): void {
     if (r === this.primary) {
       this.primary = null;
       // nobody reads now: keep receiving (bounded by `limit`) so a retry or mirror can go on
-      if (this.source.isPaused()) this.source.resume();
+      if (this.source?.isPaused()) this.source.resume();
     }
     this.mirrors.delete(r);
   }

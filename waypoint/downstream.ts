@@ -1,10 +1,10 @@
 /**
- * The client side of a request, the same for HTTP/1.1 (ServerResponse) and HTTP/2
- * (ServerHttp2Stream): local replies (plain or gRPC trailers-only), streaming an upstream
+ * The client side of a request, the same for HTTP/1.1 (./http1-server.ts) and HTTP/2
+ * (ServerHttp2Stream, here): local replies (plain or gRPC trailers-only), streaming an upstream
  * response with back-pressure and trailers, resets, and noticing a client that went away.
  */
 
-import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { OutgoingHttpHeaders } from 'node:http';
 import { constants as h2c, type ServerHttp2Stream } from 'node:http2';
 import type { HeaderMap } from '../shared/routing/filters.js';
 import type { UpstreamResponse } from './upstream.js';
@@ -104,81 +104,6 @@ function pump(res: UpstreamResponse, write: (c: Buffer) => boolean, onDrain: (cb
       if (!body.readableEnded) reject(new Error('upstream closed the response before its end'));
     });
   });
-}
-
-export class Http1Downstream implements Downstream {
-  readonly protocol = 'HTTP/1.1' as const;
-  bytesSent = 0;
-  private abortCbs: (() => void)[] = [];
-  private done = false;
-  aborted = false;
-
-  constructor(
-    readonly req: IncomingMessage,
-    readonly res: ServerResponse,
-  ) {
-    res.once('close', () => {
-      if (!res.writableFinished && !this.done) {
-        this.aborted = true;
-        for (const cb of this.abortCbs.splice(0)) cb();
-      }
-    });
-  }
-
-  get started(): boolean {
-    return this.res.headersSent;
-  }
-
-  onAbort(cb: () => void): void {
-    if (this.aborted) cb();
-    else this.abortCbs.push(cb);
-  }
-
-  reply(status: number, headers: HeaderMap, body: string): void {
-    if (this.res.headersSent || this.res.destroyed) return;
-    const buf = Buffer.from(body);
-    this.res.writeHead(status, { ...(headers as OutgoingHttpHeaders), 'content-length': buf.length });
-    this.bytesSent += buf.length;
-    this.done = true;
-    this.res.end(this.req.method === 'HEAD' ? undefined : buf);
-  }
-
-  replyGrpc(grpcStatus: number, message: string, headers: HeaderMap = {}): void {
-    if (this.res.headersSent || this.res.destroyed) return;
-    this.res.writeHead(200, { ...(headers as OutgoingHttpHeaders), 'content-type': 'application/grpc', 'grpc-status': String(grpcStatus), 'grpc-message': grpcMessage(message), 'content-length': 0 });
-    this.done = true;
-    this.res.end();
-  }
-
-  async relay(up: UpstreamResponse, headers: HeaderMap, headOnly: boolean): Promise<Record<string, string | string[]>> {
-    const res = this.res;
-    const h = headers as OutgoingHttpHeaders;
-    // trailers can only follow a chunked body
-    const trailing = up.headers.trailer !== undefined || (up.protocol === 'http2' && !up.endStream && h['content-length'] === undefined);
-    res.writeHead(up.status, h);
-    if (headOnly || up.status === 204 || up.status === 304) {
-      up.body.resume();
-      this.done = true;
-      res.end();
-      return {};
-    }
-    await pump(
-      up,
-      (c) => res.write(c),
-      (cb) => res.once('drain', cb),
-      (n) => (this.bytesSent += n),
-    );
-    const trailers = up.trailers();
-    if (trailing && Object.keys(trailers).length > 0) res.addTrailers(trailers as Record<string, string>);
-    this.done = true;
-    res.end();
-    return trailers;
-  }
-
-  reset(): void {
-    this.done = true;
-    this.res.destroy();
-  }
 }
 
 export class Http2Downstream implements Downstream {

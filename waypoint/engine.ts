@@ -8,7 +8,7 @@
  */
 
 import { randomUUID } from 'node:crypto';
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import { STATUS_CODES } from 'node:http';
 import http2, { type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -22,7 +22,8 @@ import { OutlierTracker, type Ejection } from '../shared/routing/outlier.js';
 import { AccessLogWriter } from './access-log.js';
 import { ReplayableBody } from './body.js';
 import { ServiceDirectory, type Destination, type WaypointConfig } from './config.js';
-import { forwardableHeaders, grpcMessage, Http1Downstream, Http2Downstream, type Downstream } from './downstream.js';
+import { forwardableHeaders, grpcMessage, Http2Downstream, type Downstream } from './downstream.js';
+import { Http1Server, type Http1Request, type Http1ServerDownstream } from './http1-server.js';
 import { flagsText, type Exchange, type RequestContext } from './exchange.js';
 import { requestLabels, WaypointMetrics } from './metrics.js';
 import { authorize, chooseEndpoint, compose, localReply, matchRoute, REQUEST_STAGES, requireRoute, injectFault, respondLocally, splitTraffic, type DestinationState, type Stage, type StageEnv } from './stages.js';
@@ -85,7 +86,7 @@ class UpgradeDownstream implements Downstream {
   reply(status: number, headers: HeaderMap, body: string): void {
     if (this.started) return;
     this.started = true;
-    const lines = [`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}`, `content-length: ${Buffer.byteLength(body)}`, 'connection: close'];
+    const lines = [`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}`, `content-length: ${Buffer.byteLength(body)}`, 'connection: close'];
     for (const [k, v] of Object.entries(headers)) if (v !== undefined) lines.push(`${k}: ${headerText(v)}`);
     this.bytesSent += Buffer.byteLength(body);
     this.socket.end(`${lines.join('\r\n')}\r\n\r\n${body}`);
@@ -160,7 +161,7 @@ function tunnel(socket: Duplex, head: Buffer, upgrade: string): Stage {
  */
 export class WaypointEngine {
   /** not listening: connections are handed to them by `serveConnection` */
-  readonly http1Server: http.Server;
+  private readonly http1Server: Http1Server<RequestContext>;
   readonly http2Server: http2.Http2Server;
   private readonly metrics: WaypointMetrics;
   private readonly accessLog: AccessLogWriter;
@@ -189,10 +190,9 @@ export class WaypointEngine {
     this.pool = new UpstreamPool(deps.connect);
     this.tracer = deps.spans ? new WaypointTracer(deps.spans, { samplePercent: options.tracingSamplePercent, random: deps.random }) : null;
     this.update(cfg);
-    this.http1Server = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => void this.handleHttp1(req, res));
-    this.http1Server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.handleUpgrade(req, socket, head));
-    this.http1Server.on('clientError', (_err, socket: Duplex) => {
-      if (!socket.destroyed) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+    this.http1Server = new Http1Server<RequestContext>({
+      request: (req, down, ctx) => void this.handleHttp1(req, down, ctx),
+      upgrade: (req, socket, head, ctx) => void this.handleUpgrade(req, socket, head, ctx),
     });
     this.http2Server = http2.createServer({ maxSessionMemory: 64 });
     this.http2Server.on('session', (session: ServerHttp2Session) => {
@@ -283,8 +283,7 @@ export class WaypointEngine {
         // after http2 has taken what is buffered (it reads it on the next tick)
         process.nextTick(() => socket.resume());
       } else {
-        this.contexts.set(socket, ctx);
-        this.http1Server.emit('connection', socket);
+        this.http1Server.serve(socket, ctx);
         socket.resume();
       }
     };
@@ -337,12 +336,14 @@ export class WaypointEngine {
     };
   }
 
-  /** Handles one HTTP/1.1 request (from `http1Server`, or from a server of the caller's). */
-  async handleHttp1(req: IncomingMessage, res: ServerResponse, ctx?: RequestContext): Promise<void> {
-    const c = ctx ?? this.contextOf(req.socket, req.socket);
-    const down = new Http1Downstream(req, res);
-    const hasBody = (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0') || req.headers['transfer-encoding'] !== undefined;
-    const x = this.exchange(down, c, req.method ?? 'GET', req.url ?? '/', req.headers.host ?? '', 'http', req.headers, hasBody, new ReplayableBody(req, this.maxReplayBytes));
+  /** Handles one HTTP/1.1 request. */
+  private async handleHttp1(req: Http1Request, down: Http1ServerDownstream, ctx: RequestContext): Promise<void> {
+    if (req.method === 'CONNECT') {
+      // as over HTTP/2: the waypoint is not a forward proxy (the connection closes after this)
+      down.reply(405, {}, '');
+      return;
+    }
+    const x = this.exchange(down, ctx, req.method, req.target, headerText(req.headers.host), 'http', req.headers, req.hasBody, new ReplayableBody(req.body, this.maxReplayBytes));
     await this.run(x, this.handler);
   }
 
@@ -363,11 +364,10 @@ export class WaypointEngine {
   }
 
   /** Handles an HTTP/1.1 Upgrade (WebSocket): routed and authorized like any request, then tunnelled. */
-  async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, ctx?: RequestContext): Promise<void> {
-    const c = ctx ?? this.contextOf(socket, req.socket);
+  private async handleUpgrade(req: Http1Request, socket: Duplex, head: Buffer, ctx: RequestContext): Promise<void> {
     socket.on('error', () => undefined);
     const down = new UpgradeDownstream(socket);
-    const x = this.exchange(down, c, req.method ?? 'GET', req.url ?? '/', req.headers.host ?? '', 'http', req.headers, false, new ReplayableBody(req, 0));
+    const x = this.exchange(down, ctx, req.method, req.target, headerText(req.headers.host), 'http', req.headers, false, new ReplayableBody(null, 0));
     const stages: Stage[] = [matchRoute, authorize, requireRoute, injectFault, respondLocally, splitTraffic, tunnel(socket, head, headerText(req.headers.upgrade))];
     await this.run(x, compose(stages));
   }
@@ -457,7 +457,7 @@ export class WaypointEngine {
   /** Closes pooled upstream connections and the client connections handed in. */
   async close(): Promise<void> {
     this.pool.close();
-    this.http1Server.closeAllConnections();
+    this.http1Server.closeAll();
     for (const s of this.sessions) s.destroy();
     this.sessions.clear();
   }

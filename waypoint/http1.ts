@@ -1,30 +1,27 @@
 /**
- * The waypoint's HTTP/1.1 client: request heads written by hand and responses parsed here, over
- * transports the caller opens (HBONE streams in the mesh). It replaces node's http.Agent and
- * ClientRequest on the request path, which cost a ClientRequest, an IncomingMessage, an agent
- * lookup and a dozen stream ticks per request.
+ * HTTP/1.1 as the waypoint speaks it on both sides, without node's http module: message heads
+ * written by hand and messages parsed incrementally. Pure: bytes in, events and decisions out
+ * (tests/unit/waypoint/http1.test.ts feeds them in every split). The client and server built on
+ * them are ./http1-client.ts and ./http1-server.ts.
  *
- * - `requestHead` and `ResponseParser` are pure: bytes in, decisions out (unit-tested alone).
- * - `Http1Endpoint` keeps the connections to one endpoint: one request at a time per connection,
- *   reused most-recent-first, at most `maxIdle` kept idle (the rest are closed when they come
- *   back), idle ones closed after `idleTimeoutMs`, a connection retired after
- *   `maxRequestsPerConnection`.
- *
- * Strict where a proxy must be (RFC 9112): a response with both Transfer-Encoding and
- * Content-Length, conflicting Content-Lengths, whitespace before a header's colon, a bad chunk
- * size or a head over `MAX_HEAD_BYTES` is an error, never a guess.
+ * Strict where a proxy must be (RFC 9112): both Transfer-Encoding and Content-Length, conflicting
+ * Content-Lengths, whitespace before a header's colon, a bad chunk size or a head over
+ * `MAX_HEAD_BYTES` is an error, never a guess: a smuggled second message cannot get through.
  */
 
-import { Readable, type Duplex } from 'node:stream';
-import type { IncomingHttpHeaders } from 'node:http';
+import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 
-/** Response head (status line and headers) and trailer section limit. */
+/** Message head (start line and headers) and trailer section limit (Envoy's default is 60 KiB). */
 export const MAX_HEAD_BYTES = 64 * 1024;
 /** A chunk-size line longer than this (extensions included) is an error. */
 const MAX_CHUNK_LINE = 4096;
 
+/** A message that breaks the protocol; `status` is what a server answers it with. */
 export class Http1ProtocolError extends Error {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    readonly status = 400,
+  ) {
     super(message);
     this.name = 'Http1ProtocolError';
   }
@@ -37,8 +34,39 @@ const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 // request-target as node's http client allows it (no spaces, no control characters)
 const BAD_PATH = /[^\u0021-\u00ff]/;
 
-/** Headers the client adds itself (framing and the connection's own). */
+type OutHeaders = Readonly<Record<string, string | string[] | number | undefined>>;
+
+/** Headers a side adds itself (framing and the connection's own). */
 const OWN_HEADERS = new Set(['host', 'connection', 'transfer-encoding', 'keep-alive']);
+
+/** `name: value` lines for `headers`, skipping `skip` and content-length; throws on what would break the message. */
+function headerLines(headers: OutHeaders, skip: ReadonlySet<string>): string {
+  let out = '';
+  for (const k in headers) {
+    const v = headers[k];
+    if (v === undefined || skip.has(k) || k === 'content-length') continue;
+    if (!TOKEN.test(k)) throw new Http1ProtocolError(`invalid header name ${JSON.stringify(k)}`);
+    if (Array.isArray(v)) {
+      for (const one of v) {
+        if (BAD_VALUE.test(one)) throw new Http1ProtocolError(`invalid value for header ${k}`);
+        out += `${k}: ${one}\r\n`;
+      }
+    } else {
+      const s = typeof v === 'number' ? String(v) : v;
+      if (BAD_VALUE.test(s)) throw new Http1ProtocolError(`invalid value for header ${k}`);
+      out += `${k}: ${s}\r\n`;
+    }
+  }
+  return out;
+}
+
+/** The content-length in `headers` when it is one valid number, else null. */
+function contentLengthOf(headers: OutHeaders): string | null {
+  const v = headers['content-length'];
+  if (v === undefined || Array.isArray(v)) return null;
+  const s = String(v);
+  return /^\d{1,15}$/.test(s) ? s : null;
+}
 
 export type RequestFraming = 'none' | 'length' | 'chunked';
 
@@ -47,35 +75,56 @@ export type RequestFraming = 'none' | 'length' | 'chunked';
  * engine's rule); a body without content-length is sent chunked. Throws on a method, path,
  * header name or value that would break the message (CR/LF injection).
  */
-export function requestHead(method: string, path: string, authority: string, headers: Readonly<Record<string, string | string[] | number | undefined>>, hasBody: boolean): { head: string; framing: RequestFraming } {
+export function requestHead(method: string, path: string, authority: string, headers: OutHeaders, hasBody: boolean): { head: string; framing: RequestFraming } {
   if (!TOKEN.test(method)) throw new Http1ProtocolError(`invalid method ${JSON.stringify(method)}`);
   if (path.length === 0 || BAD_PATH.test(path)) throw new Http1ProtocolError(`invalid request path ${JSON.stringify(path)}`);
   if (BAD_VALUE.test(authority)) throw new Http1ProtocolError('invalid host');
-  let head = `${method} ${path} HTTP/1.1\r\nhost: ${authority}\r\n`;
-  let length = false;
-  for (const k in headers) {
-    const v = headers[k];
-    if (v === undefined || OWN_HEADERS.has(k)) continue;
-    if (!TOKEN.test(k)) throw new Http1ProtocolError(`invalid header name ${JSON.stringify(k)}`);
-    if (k === 'content-length') {
-      // without a body only "0" is true (some servers want it on a bodiless POST)
-      if (!hasBody && String(v) !== '0') continue;
-      length = hasBody;
-    }
-    if (Array.isArray(v)) {
-      for (const one of v) {
-        if (BAD_VALUE.test(one)) throw new Http1ProtocolError(`invalid value for header ${k}`);
-        head += `${k}: ${one}\r\n`;
-      }
-    } else {
-      const s = typeof v === 'number' ? String(v) : v;
-      if (BAD_VALUE.test(s)) throw new Http1ProtocolError(`invalid value for header ${k}`);
-      head += `${k}: ${s}\r\n`;
-    }
+  let head = `${method} ${path} HTTP/1.1\r\nhost: ${authority}\r\n${headerLines(headers, OWN_HEADERS)}`;
+  const length = contentLengthOf(headers);
+  let framing: RequestFraming = 'none';
+  // without a body only "0" is true (some servers want it on a bodiless POST)
+  if (!hasBody) {
+    if (length === '0') head += 'content-length: 0\r\n';
+  } else if (length !== null) {
+    framing = 'length';
+    head += `content-length: ${length}\r\n`;
+  } else {
+    framing = 'chunked';
+    head += 'transfer-encoding: chunked\r\n';
   }
-  const framing: RequestFraming = !hasBody ? 'none' : length ? 'length' : 'chunked';
-  if (framing === 'chunked') head += 'transfer-encoding: chunked\r\n';
   return { head: `${head}\r\n`, framing };
+}
+
+export type ResponseFraming = 'none' | 'length' | 'chunked' | 'close';
+
+let dateSecond = -1;
+let dateText = '';
+/** The Date header value, formatted once a second. */
+function httpDate(): string {
+  const now = Date.now();
+  const s = Math.floor(now / 1000);
+  if (s !== dateSecond) {
+    dateSecond = s;
+    dateText = new Date(now).toUTCString();
+  }
+  return dateText;
+}
+
+/**
+ * The status line and headers of a response. Framing: `length` keeps the content-length in
+ * `headers` (a bodiless response to HEAD keeps it too), `chunked` adds transfer-encoding, `none`
+ * (204, 304, HEAD) and `close` (an HTTP/1.0 client, no length) add nothing. A Date is added when
+ * missing; `close` adds `connection: close`, `keepAlive10` the keep-alive an HTTP/1.0 client asked for.
+ */
+export function responseHead(status: number, headers: OutHeaders, framing: ResponseFraming, connection: 'close' | 'keep-alive-1.0' | null): string {
+  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n${headerLines(headers, OWN_HEADERS)}`;
+  if (headers.date === undefined) head += `date: ${httpDate()}\r\n`;
+  const length = contentLengthOf(headers);
+  if (framing === 'chunked') head += 'transfer-encoding: chunked\r\n';
+  else if (length !== null && framing !== 'close') head += `content-length: ${length}\r\n`;
+  if (connection === 'close') head += 'connection: close\r\n';
+  else if (connection === 'keep-alive-1.0') head += 'connection: keep-alive\r\n';
+  return `${head}\r\n`;
 }
 
 /** The framing of one chunk of a chunked body. */
@@ -83,44 +132,20 @@ export function chunkHeader(n: number): string {
   return `${n.toString(16)}\r\n`;
 }
 
-export interface ResponseHead {
-  status: number;
-  /** HTTP/1.0 or 1.1 */
-  minor: 0 | 1;
-  /** lowercase names; repeated headers joined with ", " (set-cookie kept as a list) */
-  headers: IncomingHttpHeaders;
-  /** the connection cannot carry another request after this response */
-  close: boolean;
+/** The last chunk and the trailer section; throws on trailers that would break the message. */
+export function lastChunk(trailers: OutHeaders | null): string {
+  return trailers === null ? '0\r\n\r\n' : `0\r\n${headerLines(trailers, OWN_HEADERS)}\r\n`;
 }
 
-export interface ParserEvents {
-  head(h: ResponseHead): void;
-  /** a piece of the body (a view into the parsed buffer: copy it to keep it past the call) */
-  data(chunk: Buffer): void;
-  /** the response ended; trailers are empty without a chunked trailer section */
-  end(trailers: Record<string, string | string[]>): void;
-}
-
-const enum State {
-  Head,
-  Fixed,
-  ChunkSize,
-  ChunkData,
-  ChunkDataEnd,
-  Trailers,
-  UntilClose,
-  Done,
-}
-
-/** Adds one header to a map the way node's IncomingMessage does for a proxy: joined, set-cookie as a list. */
+/** Adds one header to a map the way a proxy needs: repeated ones joined, set-cookie as a list, cookie with "; ". */
 function addHeader(map: Record<string, string | string[]>, name: string, value: string): void {
   const prev = map[name];
   if (prev === undefined) map[name] = name === 'set-cookie' ? [value] : value;
   else if (Array.isArray(prev)) prev.push(value);
-  else map[name] = `${prev}, ${value}`;
+  else map[name] = `${prev}${name === 'cookie' ? '; ' : ', '}${value}`;
 }
 
-/** Splits a header section (lines without the final empty line) into a map; throws on malformed lines. */
+/** Splits a header section into a map; throws on malformed lines. Content-Length values go to `lengths` when given. */
 function parseFields(lines: string[], from: number, map: Record<string, string | string[]>, lengths: string[] | null): void {
   let last: string | null = null;
   for (let i = from; i < lines.length; i++) {
@@ -128,7 +153,7 @@ function parseFields(lines: string[], from: number, map: Record<string, string |
     if (line.length === 0) continue;
     const c0 = line.charCodeAt(0);
     if (c0 === 32 || c0 === 9) {
-      // obs-fold: a response's folded value is joined with a space (RFC 9112 §5.2)
+      // obs-fold: the folded value is joined with a space (RFC 9112 §5.2)
       if (last === null || last === 'content-length' || last === 'transfer-encoding') throw new Http1ProtocolError('folded header line');
       const v = line.trim();
       const prev = map[last]!;
@@ -152,61 +177,132 @@ function parseFields(lines: string[], from: number, map: Record<string, string |
   }
 }
 
+/** The one Content-Length of a message (repeats must agree), or -1 without one. */
+function oneLength(lengths: string[]): number {
+  if (lengths.length === 0) return -1;
+  const first = lengths[0]!;
+  if (!/^\d{1,15}$/.test(first) || lengths.some((l) => l !== first)) throw new Http1ProtocolError('invalid content-length');
+  return Number(first);
+}
+
+/** Whether the last transfer coding is chunked (RFC 9112 §6.3). */
+function chunkedLast(te: string | string[]): boolean {
+  const codings = String(te).toLowerCase().split(',');
+  return codings[codings.length - 1]!.trim() === 'chunked';
+}
+
+export interface ParserEvents<H> {
+  head(h: H): void;
+  /** a piece of the body (a view into the parsed bytes: fresh per call, safe to keep) */
+  data(chunk: Buffer): void;
+  /** the message ended; trailers are empty without a chunked trailer section */
+  end(trailers: Record<string, string | string[]>): void;
+}
+
+const enum State {
+  Head,
+  Fixed,
+  ChunkSize,
+  ChunkData,
+  ChunkDataEnd,
+  Trailers,
+  UntilClose,
+  Done,
+}
+
+/** What a head decided about the body that follows. */
+type BodyFraming = { kind: 'none' } | { kind: 'fixed'; length: number } | { kind: 'chunked' } | { kind: 'close' } | { kind: 'upgrade' };
+
 /**
- * An incremental HTTP/1.1 response parser for one connection. `expect(method)` is called before
- * each response (a HEAD response has no body); `feed` takes bytes as they arrive and calls the
- * events; `finish` says the server closed (ends an until-close body, else an error when a
- * response was under way). Errors are thrown as Http1ProtocolError; the parser is then unusable.
+ * The body state machine shared by requests and responses: heads are found and handed to
+ * `parseHead`, bodies framed by length, chunks (with trailers) or the close.
  */
-export class ResponseParser {
+abstract class MessageParser<H> {
   private state = State.Done;
-  private pending: Buffer | null = null;
+  protected pending: Buffer | null = null;
   private remaining = 0;
-  private headOnly = false;
-  private head: ResponseHead | null = null;
   private trailerLines: string[] = [];
   private trailerBytes = 0;
 
-  constructor(private readonly on: ParserEvents) {}
+  constructor(protected readonly on: ParserEvents<H>) {}
 
-  /** A request was sent: the next bytes are its response. */
-  expect(method: string): void {
-    if (this.state !== State.Done) throw new Error('a response is still under way');
+  /** Parses a head (without its final empty line): the head for the event, and its body framing; null: skip it (1xx). */
+  protected abstract parseHead(text: string): { head: H; framing: BodyFraming } | null;
+
+  /** Bytes arrived in the Done state: throw (a response nobody asked for), or keep them for later (a pipelined request). */
+  protected abstract afterMessage(): void;
+
+  /** The next message may begin. */
+  protected begin(): void {
+    if (this.state !== State.Done) throw new Error('a message is still under way');
     this.state = State.Head;
-    this.headOnly = method === 'HEAD';
-    this.head = null;
-    this.pending = null;
   }
 
-  /** Between responses (nothing expected, nothing half-read). */
+  /** Between messages, nothing half-read. */
   get idle(): boolean {
-    return this.state === State.Done && this.pending === null;
+    return this.state === State.Done && (this.pending === null || this.pending.length === 0);
   }
 
-  /** The response head arrived and its body is still being read. */
-  get inBody(): boolean {
-    return this.state !== State.Head && this.state !== State.Done;
+  /** Between messages (possibly with the next one's bytes kept). */
+  get done(): boolean {
+    return this.state === State.Done;
+  }
+
+  /** Bytes received and not parsed yet (after the message: the next one's). */
+  get buffered(): number {
+    return this.pending?.length ?? 0;
+  }
+
+  /** Takes the unparsed bytes (an upgrade's first bytes). */
+  takePending(): Buffer {
+    const p = this.pending ?? Buffer.alloc(0);
+    this.pending = null;
+    return p;
   }
 
   feed(input: Buffer): void {
-    let buf = this.pending === null ? input : Buffer.concat([this.pending, input]);
+    let buf = this.pending === null || this.pending.length === 0 ? input : input.length === 0 ? this.pending : Buffer.concat([this.pending, input]);
     this.pending = null;
     let at = 0;
     while (at < buf.length) {
       switch (this.state) {
         case State.Done:
-          throw new Http1ProtocolError('bytes after the response');
+          this.pending = buf.subarray(at);
+          this.afterMessage();
+          return;
         case State.Head: {
+          // empty lines before a request line are ignored (RFC 9112 §2.2)
+          while (at + 1 < buf.length && buf[at] === 13 && buf[at + 1] === 10) at += 2;
           const end = buf.indexOf('\r\n\r\n', at, 'latin1');
           if (end < 0) {
-            if (buf.length - at > MAX_HEAD_BYTES) throw new Http1ProtocolError('response head too large');
+            if (buf.length - at > MAX_HEAD_BYTES) throw new Http1ProtocolError('message head too large', 431);
             this.pending = buf.subarray(at);
             return;
           }
-          if (end - at > MAX_HEAD_BYTES) throw new Http1ProtocolError('response head too large');
+          if (end - at > MAX_HEAD_BYTES) throw new Http1ProtocolError('message head too large', 431);
           const text = buf.toString('latin1', at, end);
           at = end + 4;
-          this.onHead(text);
+          const parsed = this.parseHead(text);
+          if (parsed === null) break;
+          const f = parsed.framing;
+          if (f.kind === 'upgrade') {
+            // what follows belongs to the upgraded protocol: kept for takePending()
+            this.state = State.Done;
+            this.pending = buf.subarray(at);
+            this.on.head(parsed.head);
+            return;
+          }
+          if (f.kind === 'none' || (f.kind === 'fixed' && f.length === 0)) {
+            this.state = State.Done;
+            this.on.head(parsed.head);
+            this.on.end({});
+          } else {
+            if (f.kind === 'fixed') {
+              this.state = State.Fixed;
+              this.remaining = f.length;
+            } else this.state = f.kind === 'chunked' ? State.ChunkSize : State.UntilClose;
+            this.on.head(parsed.head);
+          }
           break;
         }
         case State.Fixed: {
@@ -214,8 +310,9 @@ export class ResponseParser {
           this.remaining -= n;
           const chunk = buf.subarray(at, at + n);
           at += n;
+          if (this.remaining === 0) this.state = State.Done;
           this.on.data(chunk);
-          if (this.remaining === 0) this.complete({});
+          if (this.state === State.Done) this.on.end({});
           break;
         }
         case State.UntilClose: {
@@ -267,13 +364,13 @@ export class ResponseParser {
         case State.Trailers: {
           const end = buf.indexOf('\r\n', at, 'latin1');
           if (end < 0) {
-            if (this.trailerBytes + buf.length - at > MAX_HEAD_BYTES) throw new Http1ProtocolError('trailers too large');
+            if (this.trailerBytes + buf.length - at > MAX_HEAD_BYTES) throw new Http1ProtocolError('trailers too large', 431);
             this.pending = buf.subarray(at);
             return;
           }
           const line = buf.toString('latin1', at, end);
           this.trailerBytes += end - at + 2;
-          if (this.trailerBytes > MAX_HEAD_BYTES) throw new Http1ProtocolError('trailers too large');
+          if (this.trailerBytes > MAX_HEAD_BYTES) throw new Http1ProtocolError('trailers too large', 431);
           at = end + 2;
           if (line.length > 0) {
             this.trailerLines.push(line);
@@ -282,28 +379,54 @@ export class ResponseParser {
           const trailers: Record<string, string | string[]> = {};
           parseFields(this.trailerLines, 0, trailers, null);
           this.trailerLines = [];
-          this.complete(trailers);
+          this.state = State.Done;
+          this.on.end(trailers);
           break;
         }
       }
     }
   }
 
-  /** The server closed its side. Throws when that cuts a response short. */
+  /** The peer closed its side. Throws when that cuts a message short. */
   finish(): void {
     if (this.state === State.UntilClose) {
-      this.complete({});
+      this.state = State.Done;
+      this.on.end({});
       return;
     }
-    if (this.state !== State.Done) throw new Http1ProtocolError(this.state === State.Head ? 'connection closed before a response' : 'connection closed in the middle of the response body');
+    if (this.state !== State.Done) throw new Http1ProtocolError(this.state === State.Head ? 'connection closed before a response' : 'connection closed in the middle of the body');
+  }
+}
+
+export interface ResponseHead {
+  status: number;
+  /** HTTP/1.0 or 1.1 */
+  minor: 0 | 1;
+  /** lowercase names; repeated headers joined with ", " (set-cookie kept as a list) */
+  headers: IncomingHttpHeaders;
+  /** the connection cannot carry another request after this response */
+  close: boolean;
+}
+
+/**
+ * A client's parser: one response per `expect(method)` (a HEAD response has no body); 1xx
+ * responses are skipped; bytes after a response are an error.
+ */
+export class ResponseParser extends MessageParser<ResponseHead> {
+  private headOnly = false;
+
+  /** A request was sent: the next bytes are its response. */
+  expect(method: string): void {
+    this.begin();
+    this.headOnly = method === 'HEAD';
+    this.pending = null;
   }
 
-  private complete(trailers: Record<string, string | string[]>): void {
-    this.state = State.Done;
-    this.on.end(trailers);
+  protected afterMessage(): void {
+    throw new Http1ProtocolError('bytes after the response');
   }
 
-  private onHead(text: string): void {
+  protected parseHead(text: string): { head: ResponseHead; framing: BodyFraming } | null {
     const lines = text.split('\r\n');
     const status = lines[0]!;
     // HTTP/1.x SSS reason
@@ -319,408 +442,100 @@ export class ResponseParser {
     if (statusCode < 200) {
       // 1xx: informational, the response proper follows (101 is only for upgrades, not sent through here)
       if (statusCode === 101) throw new Http1ProtocolError('unexpected 101 Switching Protocols');
-      this.state = State.Head;
-      return;
+      return null;
     }
     const minor = minorCh === 49 ? 1 : 0;
     const connection = typeof headers.connection === 'string' ? headers.connection.toLowerCase() : '';
-    let close = minor === 0 ? !/\bkeep-alive\b/.test(connection) : /\bclose\b/.test(connection);
+    const head: ResponseHead = { status: statusCode, minor, headers: headers as IncomingHttpHeaders, close: minor === 0 ? !/\bkeep-alive\b/.test(connection) : /\bclose\b/.test(connection) };
     const te = headers['transfer-encoding'];
     if (te !== undefined && lengths.length > 0) throw new Http1ProtocolError('both transfer-encoding and content-length');
-    let length = -1;
-    if (lengths.length > 0) {
-      const first = lengths[0]!;
-      if (!/^\d{1,15}$/.test(first) || lengths.some((l) => l !== first)) throw new Http1ProtocolError('invalid content-length');
-      length = Number(first);
-      headers['content-length'] = first;
-    }
-    const head: ResponseHead = { status: statusCode, minor, headers: headers as IncomingHttpHeaders, close };
-    this.head = head;
-    if (this.headOnly || statusCode === 204 || statusCode === 304) {
-      this.on.head(head);
-      this.complete({});
-      return;
-    }
-    if (te !== undefined) {
-      const codings = String(te).toLowerCase().split(',');
-      if (codings[codings.length - 1]!.trim() === 'chunked') this.state = State.ChunkSize;
-      else {
-        this.state = State.UntilClose;
-        close = head.close = true;
-      }
-    } else if (length >= 0) {
-      this.remaining = length;
-      this.state = State.Fixed;
-    } else {
-      this.state = State.UntilClose;
-      close = head.close = true;
-    }
-    this.on.head(head);
-    if (this.state === State.Fixed && this.remaining === 0) this.complete({});
+    const length = oneLength(lengths);
+    if (length >= 0) headers['content-length'] = String(length);
+    if (this.headOnly || statusCode === 204 || statusCode === 304) return { head, framing: { kind: 'none' } };
+    if (te !== undefined && chunkedLast(te)) return { head, framing: { kind: 'chunked' } };
+    if (te === undefined && length >= 0) return { head, framing: { kind: 'fixed', length } };
+    head.close = true;
+    return { head, framing: { kind: 'close' } };
   }
 }
 
-/** The response body as a stream: back-pressure pauses the connection. */
-class ResponseBody extends Readable {
-  trailers: Record<string, string | string[]> = {};
-
-  constructor(private readonly conn: Duplex) {
-    super();
-  }
-
-  override _read(): void {
-    if (this.conn.isPaused()) this.conn.resume();
-  }
-}
-
-export interface Http1Response {
-  head: ResponseHead;
-  body: Readable;
-  trailers(): Record<string, string | string[]>;
-}
-
-/** What went wrong with one request, for the caller to classify. */
-export class Http1RequestError extends Error {
-  constructor(
-    message: string,
-    /** the request may not have reached the server (an idle connection the server had closed) */
-    readonly beforeResponse: boolean,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.name = 'Http1RequestError';
-  }
-}
-
-interface Exchange {
-  resolve(r: Http1Response): void;
-  reject(err: Error): void;
-  body: ResponseBody | null;
-  responded: boolean;
-  requestDone: boolean;
-  responseDone: boolean;
+export interface RequestHead {
+  method: string;
+  /** the request-target as sent */
+  target: string;
+  minor: 0 | 1;
+  /** lowercase names; repeated headers joined (", ", cookie "; "), set-cookie as a list */
+  headers: IncomingHttpHeaders;
+  /** the client wants the connection closed after the response */
   close: boolean;
-  source: Readable | null;
-}
-
-function ignore(): void {}
-
-/** One connection to an endpoint, carrying one request at a time. */
-class Connection {
-  readonly parser: ResponseParser;
-  requests = 0;
-  idleSince = 0;
-  dead = false;
-  private current: Exchange | null = null;
-
-  constructor(
-    readonly stream: Duplex,
-    private readonly owner: Http1Endpoint,
-  ) {
-    this.parser = new ResponseParser({
-      head: (h) => this.onHead(h),
-      data: (c) => this.onData(c),
-      end: (t) => this.onEnd(t),
-    });
-    stream.on('data', (c: Buffer) => this.onBytes(c));
-    stream.on('end', () => this.onClosed(null));
-    stream.on('close', () => this.onClosed(null));
-    stream.on('error', (err: Error) => this.onClosed(err));
-  }
-
-  send(method: string, head: string, framing: RequestFraming, body: Readable | null): { response: Promise<Http1Response>; exchange: Exchange } {
-    this.requests++;
-    this.parser.expect(method);
-    let x!: Exchange;
-    const response = new Promise<Http1Response>((resolve, reject) => {
-      x = { resolve, reject, body: null, responded: false, requestDone: body === null, responseDone: false, close: false, source: body };
-      this.current = x;
-      const s = this.stream;
-      if (body === null) {
-        s.write(head, 'latin1');
-        return;
-      }
-      // the head goes out with the first piece of the body (and the whole body when it is already here)
-      s.cork();
-      s.write(head, 'latin1');
-      let corked = true;
-      const uncork = (): void => {
-        if (corked) {
-          corked = false;
-          s.uncork();
-        }
-      };
-      setImmediate(uncork);
-      const chunked = framing === 'chunked';
-      const onDrain = (): void => {
-        body.resume();
-      };
-      body.on('data', (c: Buffer) => {
-        if (this.current !== x || this.dead) return;
-        if (chunked) {
-          if (c.length === 0) return;
-          s.write(chunkHeader(c.length), 'latin1');
-          s.write(c);
-          s.write('\r\n', 'latin1');
-        } else s.write(c);
-        if (s.writableNeedDrain) {
-          uncork();
-          body.pause();
-          s.once('drain', onDrain);
-        }
-      });
-      body.once('end', () => {
-        s.off('drain', onDrain);
-        if (this.current !== x || this.dead) return;
-        if (chunked) s.write('0\r\n\r\n', 'latin1');
-        uncork();
-        x.requestDone = true;
-        this.maybeDone(x);
-      });
-      body.once('error', (err: Error) => {
-        s.off('drain', onDrain);
-        if (this.current === x) this.fail(new Http1RequestError(`request body failed: ${err.message}`, false, { cause: err }));
-      });
-    });
-    return { response, exchange: x };
-  }
-
-  /**
-   * Cancels a request: while it is under way the connection is closed; once it is over (the
-   * connection may already serve another request) only its unread response body is dropped.
-   */
-  abort(x: Exchange): void {
-    if (this.current === x) this.fail(new Http1RequestError('cancelled', false));
-    else if (x.body !== null && !x.body.destroyed) x.body.destroy();
-  }
-
-  private onBytes(c: Buffer): void {
-    if (this.dead) return;
-    try {
-      this.parser.feed(c);
-    } catch (err) {
-      this.fail(new Http1RequestError(`upstream sent an invalid response: ${(err as Error).message}`, false, { cause: err }));
-    }
-  }
-
-  private onHead(h: ResponseHead): void {
-    const x = this.current;
-    if (x === null) return;
-    x.responded = true;
-    x.close = h.close;
-    const body = new ResponseBody(this.stream);
-    x.body = body;
-    // the consumer gave up on the body: the rest of it would come down this connection
-    body.once('close', () => {
-      if (!x.responseDone && this.current === x) this.fail(new Http1RequestError('response abandoned', false));
-    });
-    x.resolve({ head: h, body, trailers: () => body.trailers });
-  }
-
-  private onData(c: Buffer): void {
-    const b = this.current?.body;
-    if (!b || b.destroyed) return;
-    if (!b.push(c)) this.stream.pause();
-  }
-
-  private onEnd(trailers: Record<string, string | string[]>): void {
-    const x = this.current;
-    if (x === null) return;
-    x.responseDone = true;
-    const b = x.body;
-    if (b !== null) {
-      b.trailers = trailers;
-      b.push(null);
-    }
-    this.maybeDone(x);
-  }
-
-  /** Both directions of the exchange are over: back to the pool, or closed. */
-  private maybeDone(x: Exchange): void {
-    if (!x.responseDone) return;
-    if (!x.requestDone) {
-      // answered before the whole request was sent (an early error response): the rest of the
-      // request body cannot be told apart from a next request, so this connection is done
-      this.current = null;
-      x.source?.destroy();
-      this.destroy();
-      return;
-    }
-    this.current = null;
-    if (x.close) this.destroy();
-    else this.owner.release(this);
-  }
-
-  private onClosed(err: Error | null): void {
-    if (this.dead) return;
-    const x = this.current;
-    if (x !== null && !x.responseDone) {
-      try {
-        this.parser.finish();
-        // an until-close body ended properly: onEnd ran
-        if (x.responseDone) {
-          this.destroy();
-          return;
-        }
-      } catch {
-        // cut short: reported below
-      }
-      const why = err ? err.message : x.responded ? 'connection closed in the middle of the response body' : 'connection closed before a response';
-      this.fail(new Http1RequestError(`upstream connection failed: ${why}`, !x.responded, { cause: err ?? undefined }));
-      return;
-    }
-    this.destroy();
-  }
-
-  private fail(err: Http1RequestError): void {
-    const x = this.current;
-    this.current = null;
-    if (x !== null) {
-      // a later attempt reads the body again from its own reader
-      if (x.source !== null && !x.requestDone) x.source.destroy();
-      if (!x.responded) x.reject(err);
-      else if (x.body !== null && !x.responseDone) x.body.destroy(err);
-    }
-    this.destroy();
-  }
-
-  destroy(): void {
-    if (this.dead) return;
-    if (this.current !== null) {
-      this.fail(new Http1RequestError('connection closed', !this.current.responded));
-      return;
-    }
-    this.dead = true;
-    this.owner.forget(this);
-    this.stream.on('error', ignore);
-    this.stream.destroy();
-  }
-}
-
-export interface Http1Limits {
-  maxRequestsPerConnection: number | null;
-  idleTimeoutMs: number;
-}
-
-/** A pending request on an endpoint. */
-export interface Http1Pending {
-  response: Promise<Http1Response>;
-  abort(): void;
+  /** a body follows (content-length above 0, or chunked) */
+  hasBody: boolean;
+  /** Expect: 100-continue */
+  expectContinue: boolean;
+  /** an Upgrade request (Upgrade, with "upgrade" in Connection): after the head the bytes are not HTTP */
+  upgrade: boolean;
 }
 
 /**
- * The connections to one endpoint. Requests take the most recently used idle connection, or dial
- * a new one; a connection comes back when its exchange is over in both directions.
+ * A server's parser: one request at a time. After a request ends, bytes of the next one are kept
+ * until `next()` (a pipelined request waits for the response before it). Errors carry the status
+ * to answer with (400, 431 for a head over the limit).
  */
-export class Http1Endpoint {
-  private readonly idle: Connection[] = [];
-  private readonly all = new Set<Connection>();
-  private closed = false;
-  limits: Http1Limits = { maxRequestsPerConnection: null, idleTimeoutMs: 60_000 };
-
-  constructor(
-    private readonly dial: () => Promise<Duplex>,
-    private readonly maxIdle: number,
-    private readonly now: () => number = Date.now,
-  ) {}
-
-  /** Connections open (idle or in use). */
-  get size(): number {
-    return this.all.size;
+export class RequestParser extends MessageParser<RequestHead> {
+  constructor(on: ParserEvents<RequestHead>) {
+    super(on);
+    this.begin();
   }
 
-  get idleCount(): number {
-    return this.idle.length;
+  /** The response to the last request is done: parse what follows. */
+  next(): void {
+    this.begin();
+    if (this.pending !== null && this.pending.length > 0) this.feed(Buffer.alloc(0));
   }
 
-  /** Takes an idle connection that is still good, or null. */
-  private take(): Connection | null {
-    const t = this.now();
-    for (;;) {
-      const c = this.idle.pop();
-      if (c === undefined) return null;
-      if (c.dead || c.stream.destroyed || c.stream.readableEnded || c.stream.writableEnded) {
-        c.destroy();
-        continue;
-      }
-      if (t - c.idleSince > this.limits.idleTimeoutMs) {
-        c.destroy();
-        continue;
-      }
-      return c;
-    }
+  protected afterMessage(): void {
+    // kept in `pending` for next()
   }
 
-  /**
-   * Sends one request. Errors: Http1ProtocolError (the request cannot be written),
-   * Http1RequestError (the connection failed), or the dial's error (connect failure, wrapped by
-   * the caller's `onConnectError`).
-   */
-  request(method: string, path: string, authority: string, headers: Readonly<Record<string, string | string[] | number | undefined>>, body: Readable | null, onConnectError: (err: unknown) => Error): Http1Pending {
-    let conn: Connection | null = null;
-    let exchange: Exchange | null = null;
-    let aborted = false;
-    const run = async (): Promise<Http1Response> => {
-      const { head, framing } = requestHead(method, path, authority, headers, body !== null);
-      let c = this.take();
-      if (c === null) {
-        let stream: Duplex;
-        try {
-          stream = await this.dial();
-        } catch (err) {
-          throw onConnectError(err);
-        }
-        c = new Connection(stream, this);
-        this.all.add(c);
-        if (this.closed || aborted) {
-          c.destroy();
-          throw new Http1RequestError('cancelled', true);
-        }
-      }
-      conn = c;
-      const sent = c.send(method, head, framing, body);
-      exchange = sent.exchange;
-      return sent.response;
+  protected parseHead(text: string): { head: RequestHead; framing: BodyFraming } {
+    const lines = text.split('\r\n');
+    const line = lines[0]!;
+    const sp1 = line.indexOf(' ');
+    const sp2 = line.indexOf(' ', sp1 + 1);
+    if (sp1 <= 0 || sp2 < 0 || line.indexOf(' ', sp2 + 1) >= 0) throw new Http1ProtocolError('invalid request line');
+    const method = line.slice(0, sp1);
+    const target = line.slice(sp1 + 1, sp2);
+    const version = line.slice(sp2 + 1);
+    if (!TOKEN.test(method)) throw new Http1ProtocolError('invalid method');
+    if (target.length === 0 || BAD_PATH.test(target)) throw new Http1ProtocolError('invalid request target');
+    if (version !== 'HTTP/1.1' && version !== 'HTTP/1.0') throw new Http1ProtocolError(version.startsWith('HTTP/') ? 'unsupported HTTP version' : 'invalid request line', version.startsWith('HTTP/') ? 505 : 400);
+    const minor = version === 'HTTP/1.1' ? 1 : 0;
+    const headers: Record<string, string | string[]> = {};
+    const lengths: string[] = [];
+    parseFields(lines, 1, headers, lengths);
+    const host = headers.host;
+    if (minor === 1 && host === undefined) throw new Http1ProtocolError('missing host header');
+    if (typeof host === 'string' && host.includes(',')) throw new Http1ProtocolError('more than one host header');
+    const te = headers['transfer-encoding'];
+    if (te !== undefined && lengths.length > 0) throw new Http1ProtocolError('both transfer-encoding and content-length');
+    if (te !== undefined && (minor === 0 || !chunkedLast(te))) throw new Http1ProtocolError('transfer-encoding without chunked last', minor === 0 ? 400 : 501);
+    const length = oneLength(lengths);
+    if (length >= 0) headers['content-length'] = String(length);
+    const connection = typeof headers.connection === 'string' ? headers.connection.toLowerCase() : '';
+    const upgrade = headers.upgrade !== undefined && /\bupgrade\b/.test(connection);
+    const hasBody = te !== undefined || length > 0;
+    const head: RequestHead = {
+      method,
+      target,
+      minor,
+      headers: headers as IncomingHttpHeaders,
+      close: minor === 0 ? !/\bkeep-alive\b/.test(connection) : /\bclose\b/.test(connection),
+      hasBody,
+      expectContinue: minor === 1 && hasBody && String(headers.expect ?? '').toLowerCase() === '100-continue',
+      upgrade,
     };
-    const response = run();
-    response.catch(ignore);
-    return {
-      response,
-      abort: () => {
-        aborted = true;
-        if (conn !== null && exchange !== null) conn.abort(exchange);
-      },
-    };
-  }
-
-  /** A connection whose exchange is over, in both directions. */
-  release(c: Connection): void {
-    const max = this.limits.maxRequestsPerConnection;
-    if (this.closed || (max !== null && c.requests >= max) || this.idle.length >= this.maxIdle || !c.parser.idle) {
-      c.destroy();
-      return;
-    }
-    c.idleSince = this.now();
-    // flowing again if the last body's back-pressure paused it (an idle connection must see the server close)
-    if (c.stream.isPaused()) c.stream.resume();
-    this.idle.push(c);
-  }
-
-  forget(c: Connection): void {
-    this.all.delete(c);
-    const i = this.idle.indexOf(c);
-    if (i >= 0) this.idle.splice(i, 1);
-  }
-
-  /** Closes idle connections older than the idle timeout. */
-  sweep(): void {
-    const t = this.now();
-    for (const c of [...this.idle]) if (t - c.idleSince > this.limits.idleTimeoutMs) c.destroy();
-  }
-
-  /** Closes every connection (those in use fail their request). */
-  close(): void {
-    this.closed = true;
-    for (const c of [...this.all]) c.destroy();
+    if (upgrade) return { head, framing: { kind: 'upgrade' } };
+    if (te !== undefined) return { head, framing: { kind: 'chunked' } };
+    return { head, framing: length > 0 ? { kind: 'fixed', length } : { kind: 'none' } };
   }
 }

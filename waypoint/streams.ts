@@ -1,6 +1,8 @@
 /**
- * Safe writes on HTTP/2 streams used as byte streams (the waypoint's HBONE streams, which carry
- * HTTP/1.1 written by node's http server and client).
+ * Safe writes on HTTP/2 streams used as byte streams (the waypoint's inbound HBONE streams, which
+ * carry the HTTP/1.1 or HTTP/2 its clients speak). The waypoint's own HTTP/1.1 code never writes
+ * an empty chunk; this guards the streams against any other writer that does (node's HTTP/2
+ * server on an h2c connection, node's HTTP/1.1 `end()`, which the waypoint used before).
  *
  * Node 20's Http2Stream completes a corked batch of writes early when the batch ends with an
  * empty chunk, which is what node's HTTP/1.1 `end()` writes after a response or request: the

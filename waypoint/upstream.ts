@@ -1,7 +1,7 @@
 /**
  * Requests to endpoints over a transport the caller provides (`connect`: an HBONE stream in the
  * mesh, a TCP socket in tests). HTTP/1.1 connections are kept alive per endpoint by the
- * waypoint's own client (./http1.ts: one request at a time per connection, at most
+ * waypoint's own client (./http1-client.ts: one request at a time per connection, at most
  * `MAX_IDLE_PER_ENDPOINT` kept idle); HTTP/2 has one multiplexed session per endpoint (more when
  * `maxRequestsPerConnection` retires one). Failures come back classified for retries and outlier
  * detection: connect failure, reset, refused stream.
@@ -11,7 +11,7 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import http2, { constants as h2c, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import type { Duplex, Readable } from 'node:stream';
 import type { Endpoint } from './config.js';
-import { Http1Endpoint } from './http1.js';
+import { Http1Endpoint } from './http1-client.js';
 
 /** Opens the transport to an endpoint. */
 export type Connector = (backend: Endpoint) => Promise<Duplex>;

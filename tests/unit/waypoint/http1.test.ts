@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { PassThrough, Readable } from 'node:stream';
-import { Http1Endpoint, Http1ProtocolError, MAX_HEAD_BYTES, ResponseParser, requestHead, type ResponseHead } from '../../../waypoint/http1.js';
+import { Http1ProtocolError, MAX_HEAD_BYTES, ResponseParser, requestHead, type ResponseHead } from '../../../waypoint/http1.js';
+import { Http1Endpoint } from '../../../waypoint/http1-client.js';
 
 describe('requestHead', () => {
   test('request line, host first, headers as given, no framing without a body', () => {
@@ -145,7 +146,7 @@ describe('ResponseParser', () => {
   });
 
   test('the server closing mid-response is an error; closing between responses is not', () => {
-    assert.throws(() => parse('HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc', 'GET', 0, true), /middle of the response body/);
+    assert.throws(() => parse('HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc', 'GET', 0, true), /middle of the body/);
     assert.throws(() => parse('HTTP/1.1 200 OK\r\n', 'GET', 0, true), /before a response/);
     assert.doesNotThrow(() => parse('HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n', 'GET', 0, true));
   });

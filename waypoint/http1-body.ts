@@ -1,0 +1,73 @@
+/**
+ * Writes a message body onto an HTTP/1.1 connection, the same for requests (./http1-client.ts)
+ * and responses (./http1-server.ts): chunk-framed or as is, with back-pressure (the body pauses
+ * while the connection needs to drain).
+ */
+
+import type { Duplex, Readable } from 'node:stream';
+import { chunkHeader } from './http1.js';
+
+export interface BodySink {
+  /** false: the exchange is over, what still comes is dropped */
+  live(): boolean;
+  /** the body's bytes as they are written */
+  count?(n: number): void;
+  /** the connection is full: what is corked must go out now */
+  flush(): void;
+  /** the body ended (the last chunk is the caller's to write) */
+  end(): void;
+  fail(err: Error): void;
+}
+
+/**
+ * Corks `dst` and writes `head`: the head goes out with the first piece of the body (all of it
+ * when it is already here). Returns the uncork, which runs once; it also runs on the next turn
+ * of the event loop, so a body that is slow to come does not hold the head back.
+ */
+export function corkHead(dst: Duplex, head: string): () => void {
+  dst.cork();
+  dst.write(head, 'latin1');
+  let corked = true;
+  const uncork = (): void => {
+    if (corked) {
+      corked = false;
+      dst.uncork();
+    }
+  };
+  setImmediate(uncork);
+  return uncork;
+}
+
+/** Writes `body` to `dst` (chunk-framed when `chunked`), pausing it while `dst` needs to drain. */
+export function writeBody(dst: Duplex, body: Readable, chunked: boolean, sink: BodySink): void {
+  const onDrain = (): void => {
+    body.resume();
+  };
+  body.on('data', (c: Buffer) => {
+    if (c.length === 0 || !sink.live()) return;
+    sink.count?.(c.length);
+    if (chunked) {
+      dst.write(chunkHeader(c.length), 'latin1');
+      dst.write(c);
+      dst.write('\r\n', 'latin1');
+    } else dst.write(c);
+    if (dst.writableNeedDrain) {
+      sink.flush();
+      body.pause();
+      dst.once('drain', onDrain);
+    }
+  });
+  body.once('end', () => {
+    dst.off('drain', onDrain);
+    if (sink.live()) sink.end();
+  });
+  body.once('error', (err: Error) => {
+    dst.off('drain', onDrain);
+    sink.fail(err);
+  });
+  body.once('close', () => {
+    if (body.readableEnded) return;
+    dst.off('drain', onDrain);
+    sink.fail(new Error('the body closed before its end'));
+  });
+}
