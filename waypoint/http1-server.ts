@@ -190,19 +190,19 @@ class ServerConnection<C> {
       data: (c) => this.onData(c),
       end: () => this.onEnd(),
     });
-    socket.on('data', (c: Buffer) => this.onBytes(c));
-    socket.on('end', () => this.onPeerEnd());
-    socket.on('close', () => this.onClose());
+    socket.on('data', this.onBytes);
+    socket.on('end', this.onPeerEnd);
+    socket.on('close', this.onClose);
     socket.on('error', ignore);
   }
 
-  private onBytes(c: Buffer): void {
+  private readonly onBytes = (c: Buffer): void => {
     if (this.dead) return;
     if (this.current === null && this.headSince === 0) this.headSince = this.server.now();
     this.parse(() => this.parser.feed(c));
     // a pipelined client gets no further than one request ahead (its bytes wait in the parser)
     if (!this.dead && this.parser.done && this.parser.buffered > 0 && this.current !== null) this.socket.pause();
-  }
+  };
 
   private badRequest(err: unknown): void {
     const status = err instanceof Http1ProtocolError ? err.status : 400;
@@ -243,9 +243,9 @@ class ServerConnection<C> {
       // the connection belongs to the upgrade now
       this.dead = true;
       this.server.forget(this);
-      this.socket.removeAllListeners('data');
-      this.socket.removeAllListeners('end');
-      this.socket.removeAllListeners('close');
+      this.socket.off('data', this.onBytes);
+      this.socket.off('end', this.onPeerEnd);
+      this.socket.off('close', this.onClose);
       this.socket.pause();
       const rest = this.parser.takePending();
       this.server.handlers.upgrade({ ...h, body: null }, this.socket, rest, this.ctx);
@@ -335,7 +335,7 @@ class ServerConnection<C> {
   }
 
   /** The client half-closed: finish the response under way, then close. */
-  private onPeerEnd(): void {
+  private readonly onPeerEnd = (): void => {
     if (this.dead) return;
     const cur = this.current;
     if (cur !== null && !cur.bodyDone) {
@@ -346,9 +346,9 @@ class ServerConnection<C> {
     }
     this.closing = true;
     if (cur === null) this.close();
-  }
+  };
 
-  private onClose(): void {
+  private readonly onClose = (): void => {
     if (this.current !== null) {
       const cur = this.current;
       this.current = null;
@@ -357,7 +357,7 @@ class ServerConnection<C> {
     }
     this.dead = true;
     this.server.forget(this);
-  }
+  };
 
   /** Ends the connection after what was written. */
   close(): void {
