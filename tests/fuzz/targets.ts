@@ -14,6 +14,7 @@ import { ConfigError, parseObjects, type KubeObject } from '../../shared/config/
 import { translate } from '../../shared/config/translate.js';
 import { translateAuthorizationPolicy, translatePeerAuthentication } from '../../shared/policy/translate.js';
 import { evaluateL4, peerAuthMode } from '../../shared/policy/evaluate.js';
+import { Http1ProtocolError, RequestParser, ResponseParser } from '../../waypoint/http1.js';
 import type { FuzzTarget, Random } from './fuzz.js';
 
 /** A property the parser promises was broken: always a crash. */
@@ -396,10 +397,107 @@ const policy: FuzzTarget = {
   expected: (err) => err instanceof ConfigError,
 };
 
+// ---------------------------------------------------------------------------------------------
+// HTTP/1.1 messages as the waypoint parses them: requests from clients, responses from endpoints
+
+/**
+ * Parses `input` as a stream of messages, fed in pieces of `step` bytes (0: whole). Returns the
+ * events as text, or the error. A parser must tell the same story however the bytes are split.
+ */
+function http1Events(kind: 'request' | 'response', input: Buffer, step: number): string {
+  const out: string[] = [];
+  let body = 0;
+  let ended = 0;
+  const events = {
+    head: (h: { status?: number; method?: string; target?: string; headers: Record<string, unknown>; close: boolean }) => out.push(`head ${h.status ?? `${h.method} ${h.target}`} ${Object.keys(h.headers).length} ${h.close}`),
+    data: (c: Buffer) => {
+      body += c.length;
+      invariant(c.length > 0, 'an empty data event');
+    },
+    end: (t: Record<string, unknown>) => {
+      ended++;
+      out.push(`end ${body} ${Object.keys(t).length}`);
+      body = 0;
+    },
+  };
+  try {
+    if (kind === 'request') {
+      const p = new RequestParser(events);
+      const feed = (b: Buffer): void => {
+        p.feed(b);
+        // each answered request lets the next be parsed (a pipelined client)
+        while (p.done && p.buffered > 0 && ended > 0) {
+          ended--;
+          p.next();
+        }
+      };
+      if (step === 0) feed(input);
+      else for (let i = 0; i < input.length; i += step) feed(input.subarray(i, i + step));
+    } else {
+      const p = new ResponseParser(events);
+      p.expect('GET');
+      if (step === 0) p.feed(input);
+      else for (let i = 0; i < input.length; i += step) p.feed(input.subarray(i, i + step));
+      p.finish();
+    }
+  } catch (err) {
+    if (!(err instanceof Http1ProtocolError)) throw err;
+    // where the split falls may decide whether the limit on a partial head or the parse fails first
+    return `${out.join('|')}|error ${/too large|too long/.test(err.message) ? 'size' : 'malformed'}`;
+  }
+  invariant(body <= input.length, 'more body than input');
+  return `${out.join('|')}|ok`;
+}
+
+function http1Target(kind: 'request' | 'response', seeds: string[], dictionary: string[]): FuzzTarget {
+  return {
+    name: `http1-${kind}`,
+    describe: `waypoint/http1.ts ${kind === 'request' ? 'RequestParser (client requests, pipelined)' : 'ResponseParser (endpoint responses)'}: the same events whole, byte by byte and in 7-byte pieces`,
+    seeds: seeds.map((t) => Buffer.from(t, 'latin1')),
+    dictionary,
+    maxLen: 2048,
+    run(input) {
+      const whole = http1Events(kind, input, 0);
+      for (const step of [1, 7]) {
+        const split = http1Events(kind, input, step);
+        // an error found early in one split can be found late in another only at the same place
+        invariant(split === whole || (split.endsWith('error size') && whole.endsWith('error malformed')) || (whole.endsWith('error size') && split.endsWith('error malformed')), `split ${step} differs: ${JSON.stringify(split)} vs ${JSON.stringify(whole)}`);
+      }
+      return whole.replace(/\d+/g, 'n').slice(-60);
+    },
+    expected: () => false,
+  };
+}
+
+const HTTP_DICTIONARY = ['\r\n', '\r\n\r\n', ': ', 'HTTP/1.1', 'HTTP/1.0', 'content-length: ', 'Content-Length: 5', 'transfer-encoding: chunked', 'Transfer-Encoding: gzip, chunked', 'connection: close', 'connection: keep-alive, Upgrade', 'upgrade: websocket', 'expect: 100-continue', 'host: x', '0\r\n\r\n', 'ffffffffffff\r\n', '5;a=b\r\n', ' ', '\t', '\0', '\n', 'set-cookie: a', '-1', '00000000000000000001'];
+
+const http1Request = http1Target(
+  'request',
+  [
+    'GET / HTTP/1.1\r\nhost: a\r\n\r\n',
+    'POST /p?q=1 HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\n\r\nabcGET /2 HTTP/1.1\r\nhost: a\r\n\r\n',
+    'PUT /c HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx-t: 1\r\n\r\n',
+    'GET /ws HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\nframes',
+    'GET / HTTP/1.0\r\n\r\n',
+  ],
+  HTTP_DICTIONARY,
+);
+
+const http1Response = http1Target(
+  'response',
+  [
+    'HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello',
+    'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x\r\n\r\n5\r\nhello\r\n0\r\nx: 1\r\n\r\n',
+    'HTTP/1.0 200 OK\r\n\r\nuntil the close',
+    'HTTP/1.1 204 No Content\r\nset-cookie: a=1\r\nset-cookie: b=2\r\n\r\n',
+  ],
+  HTTP_DICTIONARY,
+);
+
 // keep a YAML round trip of the policy seeds in the YAML corpus too
 yamlConfig.seeds.push(...policySeeds.map((p) => utf8(stringify(p))));
 
-export const TARGETS: readonly FuzzTarget[] = [hbone, control, nodeAgent, cni, yamlConfig, policy];
+export const TARGETS: readonly FuzzTarget[] = [hbone, control, nodeAgent, cni, yamlConfig, policy, http1Request, http1Response];
 
 export function targetByName(name: string): FuzzTarget {
   const t = TARGETS.find((x) => x.name === name);

@@ -70,4 +70,14 @@ describe('request body kept for retries and mirrors', () => {
     await assert.rejects(text);
     assert.equal(body.canReplay, false);
   });
+
+  test('a request without a body: every reader ends at once, empty, and can be opened again', async () => {
+    const body = new ReplayableBody(null, 1024);
+    assert.equal(body.complete, true);
+    assert.equal(await read(body.open()!), '');
+    assert.equal(await read(body.tap()!), '');
+    assert.equal(await read(body.open()!), '');
+    assert.equal(body.bytes, 0);
+    assert.equal(body.canReplay, true);
+  });
 });
