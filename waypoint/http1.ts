@@ -15,6 +15,8 @@ import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 export const MAX_HEAD_BYTES = 64 * 1024;
 /** A chunk-size line longer than this (extensions included) is an error. */
 const MAX_CHUNK_LINE = 4096;
+/** Header (or trailer) lines per message; more is a 431, as Envoy does beyond its limit (100 by default). */
+export const MAX_HEADER_LINES = 500;
 
 /** A message that breaks the protocol; `status` is what a server answers it with. */
 export class Http1ProtocolError extends Error {
@@ -147,6 +149,7 @@ function addHeader(map: Record<string, string | string[]>, name: string, value: 
 
 /** Splits a header section into a map; throws on malformed lines. Content-Length values go to `lengths` when given. */
 function parseFields(lines: string[], from: number, map: Record<string, string | string[]>, lengths: string[] | null): void {
+  if (lines.length - from > MAX_HEADER_LINES) throw new Http1ProtocolError(`more than ${MAX_HEADER_LINES} header lines`, 431);
   let last: string | null = null;
   for (let i = from; i < lines.length; i++) {
     const line = lines[i]!;

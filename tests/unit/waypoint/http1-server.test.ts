@@ -234,6 +234,7 @@ describe('HTTP/1.1 server side', () => {
         ['POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n', /^HTTP\/1\.1 400 .*invalid chunk size/s],
         [`GET / HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(70 * 1024)}\r\n\r\n`, /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/],
         [`GET / HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(70 * 1024)}`, /^HTTP\/1\.1 431 /],
+        [`GET / HTTP/1.1\r\nhost: x\r\n${'x: 1\r\n'.repeat(600)}\r\n`, /^HTTP\/1\.1 431 .*more than 500 header lines/s],
       ];
       for (const [input, want] of cases) {
         const r = await raw(b.port, [input]);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { PassThrough, Readable } from 'node:stream';
-import { Http1ProtocolError, MAX_HEAD_BYTES, ResponseParser, requestHead, type ResponseHead } from '../../../waypoint/http1.js';
+import { Http1ProtocolError, MAX_HEAD_BYTES, MAX_HEADER_LINES, ResponseParser, requestHead, type ResponseHead } from '../../../waypoint/http1.js';
 import { Http1Endpoint } from '../../../waypoint/http1-client.js';
 
 describe('requestHead', () => {
@@ -137,6 +137,15 @@ describe('ResponseParser', () => {
     assert.throws(() => parse('HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nab'), /after the response/);
     // the status line may end right after the code (no reason phrase)
     assert.equal(parse('HTTP/1.1 200\r\ncontent-length: 0\r\n\r\n').heads[0]!.status, 200);
+  });
+
+  test('more header lines than the limit is an error (431); at the limit it parses', () => {
+    const lines = (n: number): string => Array.from({ length: n }, (_, i) => `x-${i}: v\r\n`).join('');
+    assert.equal(Object.keys(parse(`HTTP/1.1 200 OK\r\n${lines(MAX_HEADER_LINES - 1)}content-length: 0\r\n\r\n`).heads[0]!.headers).length, MAX_HEADER_LINES);
+    assert.throws(
+      () => parse(`HTTP/1.1 200 OK\r\n${lines(MAX_HEADER_LINES)}content-length: 0\r\n\r\n`),
+      (e: unknown) => e instanceof Http1ProtocolError && e.status === 431,
+    );
   });
 
   test('a head over the limit is an error, whether it ends or not', () => {
