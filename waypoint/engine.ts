@@ -23,7 +23,7 @@ import { AccessLogWriter } from './access-log.js';
 import { ReplayableBody } from './body.js';
 import { ServiceDirectory, type Destination, type WaypointConfig } from './config.js';
 import { forwardableHeaders, grpcMessage, Http2Downstream, type Downstream } from './downstream.js';
-import { Http1Server, type Http1Request, type Http1ServerDownstream } from './http1-server.js';
+import { Http1Server, KEEP_ALIVE_MS, type Http1Request, type Http1ServerDownstream } from './http1-server.js';
 import { flagsText, type Exchange, type RequestContext } from './exchange.js';
 import { requestLabels, WaypointMetrics } from './metrics.js';
 import { authorize, chooseEndpoint, compose, localReply, matchRoute, REQUEST_STAGES, requireRoute, injectFault, respondLocally, splitTraffic, type DestinationState, type Stage, type StageEnv } from './stages.js';
@@ -51,6 +51,10 @@ export interface WaypointDeps {
 export interface WaypointOptions {
   /** request body bytes kept for retries and mirrors (Envoy's per-request buffer limit); default 1 MiB */
   maxReplayBytes?: number;
+  /** an HTTP/2 connection without streams for this long is closed (default 60 s, as HTTP/1.1 keep-alive) */
+  h2IdleMs?: number;
+  /** concurrent streams per client HTTP/2 connection (default H2_MAX_STREAMS) */
+  h2MaxStreams?: number;
   /** with `deps.spans`: percentage of requests traced when the client did not decide (default 100) */
   tracingSamplePercent?: number;
 }
@@ -62,6 +66,8 @@ interface TrackedState extends DestinationState {
 }
 
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+/** Concurrent streams per client HTTP/2 connection. */
+export const H2_MAX_STREAMS = 1000;
 
 function headerText(v: string | string[] | undefined): string {
   return v === undefined ? '' : Array.isArray(v) ? v.join(',') : v;
@@ -194,10 +200,25 @@ export class WaypointEngine {
       request: (req, down, ctx) => void this.handleHttp1(req, down, ctx),
       upgrade: (req, socket, head, ctx) => void this.handleUpgrade(req, socket, head, ctx),
     });
-    this.http2Server = http2.createServer({ maxSessionMemory: 64 });
+    // Streams per connection are limited (node's default is 2^32 - 1): beyond it a client's streams
+    // are refused, not each given an upstream request.
+    this.http2Server = http2.createServer({ maxSessionMemory: 64, settings: { maxConcurrentStreams: options.h2MaxStreams ?? H2_MAX_STREAMS } });
+    const h2IdleMs = options.h2IdleMs ?? KEEP_ALIVE_MS;
     this.http2Server.on('session', (session: ServerHttp2Session) => {
       if (this.pendingH2Context) this.contexts.set(session, this.pendingH2Context);
       session.on('error', () => undefined);
+      // closed once idle with no stream open (a quiet gRPC stream is not idle)
+      let open = 0;
+      session.on('stream', (st: ServerHttp2Stream) => {
+        open++;
+        st.once('close', () => open--);
+      });
+      session.on('timeout', () => {
+        if (open === 0) session.destroy();
+        // with a stream open, look again after another idle period
+        else session.setTimeout(h2IdleMs);
+      });
+      session.setTimeout(h2IdleMs);
       this.sessions.add(session);
       session.once('close', () => this.sessions.delete(session));
     });

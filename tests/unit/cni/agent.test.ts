@@ -195,7 +195,7 @@ describe('node agent: order of rules and ztunnel', () => {
     assert.ok(!events.some((e) => e.startsWith('ztunnel')));
     const from = events.length;
     await ztunnel.start();
-    await eventually(() => events.includes('ztunnel snapshot-sent'), 'the snapshot');
+    await eventually(() => events.slice(from).includes('ztunnel snapshot-sent'), 'the snapshot');
     assert.deepEqual(since(from).sort(), ['annotate late/api enabled', 'annotate shop/web enabled', 'ztunnel add uid-api', 'ztunnel add uid-web', 'ztunnel snapshot-sent'].sort());
     assert.equal(events.at(-1), 'ztunnel snapshot-sent');
     assert.ok(!since(from).some((e) => e.startsWith('rules')), 'the rules were already in place');
@@ -223,7 +223,7 @@ describe('node agent: order of rules and ztunnel', () => {
     await ztunnel.stop();
     await eventually(() => annotations.get('shop/web') === 'pending' && annotations.get('late/api') === 'pending', 'pending while ztunnel is away');
     await ztunnel.start();
-    await eventually(() => events.includes('ztunnel snapshot-sent'), 'the snapshot');
+    await eventually(() => events.slice(from).includes('ztunnel snapshot-sent'), 'the snapshot');
     await eventually(() => annotations.get('shop/web') === 'enabled' && annotations.get('late/api') === 'enabled', 'enabled again');
     assert.ok(!since(from).some((e) => e.startsWith('rules')), `rules untouched: ${since(from).join(', ')}`);
     assert.equal(events.at(-1), 'ztunnel snapshot-sent');
@@ -245,7 +245,7 @@ describe('node agent: order of rules and ztunnel', () => {
     relabel('late', true);
     const from = events.length;
     await startAgent();
-    await eventually(() => events.includes('ztunnel snapshot-sent'), 'the snapshot');
+    await eventually(() => events.slice(from).includes('ztunnel snapshot-sent'), 'the snapshot');
     const after = since(from);
     const of = (p: string) => after.filter((e) => e.includes(` ${p}`) || e.includes(`uid-${p}`) || e.includes(`/${p} `));
     assert.deepEqual(of('web'), ['rules return-path web', 'ztunnel add uid-web', 'rules capture web', 'annotate shop/web enabled'], 'already captured: nothing changes for its traffic');
@@ -263,7 +263,7 @@ describe('node agent: order of rules and ztunnel', () => {
     first.stop();
     const from = events.length;
     await startAgent();
-    await eventually(() => events.includes('ztunnel snapshot-sent'), 'the snapshot');
+    await eventually(() => events.slice(from).includes('ztunnel snapshot-sent'), 'the snapshot');
     assert.deepEqual(since(from), ['rules stop-capture plain', 'ztunnel snapshot-sent'], 'only looked: no annotation, no ztunnel message');
   });
 });

@@ -1,0 +1,130 @@
+// Hostile clients against the waypoint engine's HTTP/2 (h2c) side, with raw frames: rapid reset,
+// a flood of streams beyond the concurrency limit, a window that never opens. Each one is cut off
+// (GOAWAY or a closed connection) or contained, and an honest client on another connection is
+// served meanwhile.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { constants as h2c } from 'node:http2';
+import { FLAG, FRAME, frame, headerBlock, PREFACE, settingsFrame } from '../../hostile/h2raw.js';
+import { bench, get, httpBackend, service, type Backend, type Bench, type Pod } from './harness.js';
+
+/** A raw h2c connection: writes frames as told, reads frames, notes GOAWAY and the close. */
+class RawH2c {
+  goaway: number | null = null;
+  /** RST_STREAM error codes received */
+  resets: number[] = [];
+  closed = false;
+  frames = 0;
+  private buf = Buffer.alloc(0);
+  private constructor(private readonly sock: net.Socket) {
+    sock.on('data', (c: Buffer) => {
+      this.buf = Buffer.concat([this.buf, c]);
+      while (this.buf.length >= 9 && this.buf.length >= 9 + this.buf.readUIntBE(0, 3)) {
+        const len = this.buf.readUIntBE(0, 3);
+        const type = this.buf[3]!;
+        if (type === FRAME.GOAWAY && len >= 8) this.goaway = this.buf.readUInt32BE(9 + 4);
+        if (type === FRAME.RST_STREAM && len === 4) this.resets.push(this.buf.readUInt32BE(9));
+        this.frames++;
+        this.buf = this.buf.subarray(9 + len);
+      }
+    });
+    sock.on('close', () => (this.closed = true));
+    sock.on('error', () => undefined);
+  }
+
+  static connect(port: number, settings: Parameters<typeof settingsFrame>[0] = {}): Promise<RawH2c> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.write(Buffer.concat([PREFACE, settingsFrame(settings)]));
+        resolve(new RawH2c(s));
+      });
+      s.once('error', reject);
+    });
+  }
+
+  write(b: Buffer): void {
+    if (!this.sock.destroyed) this.sock.write(b);
+  }
+
+  async closedWithin(ms: number): Promise<boolean> {
+    const end = Date.now() + ms;
+    while (!this.closed && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    return this.closed;
+  }
+
+  destroy(): void {
+    this.sock.destroy();
+  }
+}
+
+const request = (id: number, path: string, endStream = true): Buffer =>
+  frame(FRAME.HEADERS, FLAG.END_HEADERS | (endStream ? FLAG.END_STREAM : 0), id, headerBlock([[':method', endStream ? 'GET' : 'POST'], [':scheme', 'http'], [':path', path], [':authority', 'reviews']]));
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+describe('hostile HTTP/2 clients against the waypoint', () => {
+  let v1: Backend;
+  let b: Bench;
+  const pods: Pod[] = [];
+  before(async () => {
+    v1 = await httpBackend('v1');
+    pods.push({ name: 'reviews-v1', ip: '10.1.0.11', backend: v1 });
+    b = await bench(pods, [service('reviews', '10.96.0.10', pods)], '', { h2MaxStreams: 20, h2IdleMs: 300 });
+  });
+  after(async () => {
+    await b.close();
+    await v1.close();
+  });
+
+  test('rapid reset (HEADERS then RST_STREAM, 5,000 times): a GOAWAY, next to nothing reaches the backend, another client is served', async () => {
+    const seen0 = v1.seen.length;
+    const c = await RawH2c.connect(b.port);
+    for (let i = 0, id = 1; i < 5000 && !c.closed; i++, id += 2) {
+      c.write(Buffer.concat([request(id, `/rr/${i}`), frame(FRAME.RST_STREAM, 0, id, Buffer.from([0, 0, 0, h2c.NGHTTP2_CANCEL]))]));
+      if (i % 100 === 0) await new Promise((r) => setImmediate(r));
+    }
+    const honest = await get(b.port, '/honest', { host: 'reviews' });
+    await sleep(200);
+    const reached = v1.seen.slice(seen0).filter((r) => r.path.startsWith('/rr/')).length;
+    // the flood stopped: the connection, quiet now, is closed after the idle time
+    const closed = await c.closedWithin(2000);
+    c.destroy();
+    assert.equal(closed, true, 'the flooding connection was closed');
+    assert.notEqual(c.goaway, null, 'the flood got a GOAWAY');
+    assert.ok(reached < 50, `${reached} reset requests reached the backend`);
+    assert.equal(honest.status, 200);
+  });
+
+  test('more streams than the limit: the ones beyond it are refused, not sent upstream', async () => {
+    const dials0 = b.dials.get('10.1.0.11:8080') ?? 0;
+    const c = await RawH2c.connect(b.port, { INITIAL_WINDOW_SIZE: 65535 });
+    await sleep(50);
+    // requests with a body that never comes: each holds its stream and its upstream request open
+    for (let i = 0, id = 1; i < 50; i++, id += 2) c.write(request(id, `/flood/${i}`, false));
+    await sleep(500);
+    const dialled = (b.dials.get('10.1.0.11:8080') ?? 0) - dials0;
+    const refused = c.resets.filter((code) => code === h2c.NGHTTP2_REFUSED_STREAM).length;
+    const honest = await get(b.port, '/honest-2', { host: 'reviews' });
+    c.destroy();
+    assert.ok(dialled <= 20, `${dialled} upstream connections for 50 streams with a limit of 20`);
+    assert.ok(refused >= 30, `${refused} streams refused`);
+    assert.equal(honest.status, 200);
+  });
+
+  test('an HTTP/2 connection with no stream is closed after the idle time; one with a quiet stream is not', async () => {
+    const idle = await RawH2c.connect(b.port);
+    const quiet = await RawH2c.connect(b.port);
+    quiet.write(request(1, '/quiet', false));
+    await sleep(1000);
+    assert.equal(idle.closed, true, 'the idle connection was closed');
+    assert.equal(quiet.closed, false, 'the connection with a stream open stays');
+    // the stream ends: answered, then the connection goes idle and is closed too
+    quiet.write(frame(FRAME.DATA, FLAG.END_STREAM, 1, Buffer.from('done')));
+    await sleep(100);
+    assert.ok(quiet.frames >= 4, 'the response came (headers and body after the settings)');
+    assert.equal(await quiet.closedWithin(1500), true);
+    idle.destroy();
+    quiet.destroy();
+  });
+});
