@@ -17,12 +17,12 @@ import { corkHead, writeBody } from './http1-body.js';
 class ResponseBody extends Readable {
   trailers: Record<string, string | string[]> = {};
 
-  constructor(private readonly conn: Duplex) {
+  constructor(private readonly wantMore: () => void) {
     super();
   }
 
   override _read(): void {
-    if (this.conn.isPaused()) this.conn.resume();
+    this.wantMore();
   }
 }
 
@@ -134,7 +134,10 @@ class Connection {
     if (x === null) return;
     x.responded = true;
     x.close = h.close;
-    const body = new ResponseBody(this.stream);
+    // once the response is over the connection may carry another one: only this response resumes it
+    const body = new ResponseBody(() => {
+      if (this.current === x && this.stream.isPaused()) this.stream.resume();
+    });
     x.body = body;
     // the consumer gave up on the body: the rest of it would come down this connection
     body.once('close', () => {
