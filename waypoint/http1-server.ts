@@ -11,6 +11,7 @@
  * 501 (a transfer coding other than chunked), 505 (not HTTP/1.x), 408 (too slow).
  */
 
+import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Readable } from 'node:stream';
 import type { HeaderMap } from '../shared/routing/filters.js';
@@ -221,7 +222,7 @@ class ServerConnection<C> {
     this.dead = true;
     this.server.forget(this);
     const text = `${(err as Error).message}\n`;
-    this.socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 501 ? 'Not Implemented' : status === 505 ? 'HTTP Version Not Supported' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+    this.socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Bad Request'}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
   }
 
   /** A request that took too long to arrive (408), or an idle keep-alive connection (closed). */
