@@ -217,7 +217,8 @@ describe('WaypointController against the API server', () => {
     assert.equal(accepted.reason, 'ListenersNotValid');
     assert.match(accepted.message, /listener "mesh" has port 15009 \(must be 15008\)/);
     assert.equal(fake.get('apps/v1', 'Deployment', 'shop', 'broken'), undefined);
-    assert.ok(has('Gateway of class istio-waypoint is not a valid waypoint'));
+    // logged once the status write returned, which can be after the fake API server shows it
+    await eventually(() => has('Gateway of class istio-waypoint is not a valid waypoint'), 'the warning in the log');
   });
 
   test('Gateways of other classes are left alone', async () => {
