@@ -34,12 +34,7 @@ export interface Http1Response {
 
 /** What went wrong with one request, for the caller to classify. */
 export class Http1RequestError extends Error {
-  constructor(
-    message: string,
-    /** the request may not have reached the server (an idle connection the server had closed) */
-    readonly beforeResponse: boolean,
-    options?: { cause?: unknown },
-  ) {
+  constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'Http1RequestError';
   }
@@ -104,7 +99,7 @@ class Connection {
           this.maybeDone(x);
         },
         fail: (err) => {
-          if (this.current === x && !x.requestDone) this.fail(new Http1RequestError(`request body failed: ${err.message}`, false, { cause: err }));
+          if (this.current === x && !x.requestDone) this.fail(new Http1RequestError(`request body failed: ${err.message}`, { cause: err }));
         },
       });
     });
@@ -116,7 +111,7 @@ class Connection {
    * connection may already serve another request) only its unread response body is dropped.
    */
   abort(x: Exchange): void {
-    if (this.current === x) this.fail(new Http1RequestError('cancelled', false));
+    if (this.current === x) this.fail(new Http1RequestError('cancelled'));
     else if (x.body !== null && !x.body.destroyed) x.body.destroy();
   }
 
@@ -125,7 +120,7 @@ class Connection {
     try {
       this.parser.feed(c);
     } catch (err) {
-      this.fail(new Http1RequestError(`upstream sent an invalid response: ${(err as Error).message}`, false, { cause: err }));
+      this.fail(new Http1RequestError(`upstream sent an invalid response: ${(err as Error).message}`, { cause: err }));
     }
   }
 
@@ -141,7 +136,7 @@ class Connection {
     x.body = body;
     // the consumer gave up on the body: the rest of it would come down this connection
     body.once('close', () => {
-      if (!x.responseDone && this.current === x) this.fail(new Http1RequestError('response abandoned', false));
+      if (!x.responseDone && this.current === x) this.fail(new Http1RequestError('response abandoned'));
     });
     x.resolve({ head: h, body, trailers: () => body.trailers });
   }
@@ -195,7 +190,7 @@ class Connection {
         // cut short: reported below
       }
       const why = err ? err.message : x.responded ? 'connection closed in the middle of the response body' : 'connection closed before a response';
-      this.fail(new Http1RequestError(`upstream connection failed: ${why}`, !x.responded, { cause: err ?? undefined }));
+      this.fail(new Http1RequestError(`upstream connection failed: ${why}`, { cause: err ?? undefined }));
       return;
     }
     this.destroy();
@@ -216,7 +211,7 @@ class Connection {
   destroy(): void {
     if (this.dead) return;
     if (this.current !== null) {
-      this.fail(new Http1RequestError('connection closed', !this.current.responded));
+      this.fail(new Http1RequestError('connection closed'));
       return;
     }
     this.dead = true;
@@ -303,7 +298,7 @@ export class Http1Endpoint {
         this.all.add(c);
         if (this.closed || aborted) {
           c.destroy();
-          throw new Http1RequestError('cancelled', true);
+          throw new Http1RequestError('cancelled');
         }
       }
       conn = c;

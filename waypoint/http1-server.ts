@@ -157,12 +157,10 @@ export class Http1ServerDownstream implements Downstream {
 }
 
 interface InFlight {
-  req: Http1Request;
+  /** destroyed when the response ended before it: the rest of the body is read and dropped */
   body: RequestBody | null;
   down: Http1ServerDownstream;
   bodyDone: boolean;
-  /** the response ended before the request body: the rest of the body is read and dropped */
-  discard: boolean;
 }
 
 /** One client connection. */
@@ -255,7 +253,7 @@ class ServerConnection<C> {
     const body = h.hasBody ? new RequestBody(this as ServerConnection<unknown>) : null;
     const down = new Http1ServerDownstream(this as ServerConnection<unknown>, h);
     const req: Http1Request = { ...h, body };
-    this.current = { req, body, down, bodyDone: !h.hasBody, discard: false };
+    this.current = { body, down, bodyDone: !h.hasBody };
     if (h.close || h.method === 'CONNECT') this.closing = true;
     if (h.expectContinue) this.socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
     this.server.handlers.request(req, down, this.ctx);
@@ -263,7 +261,7 @@ class ServerConnection<C> {
 
   private onData(c: Buffer): void {
     const cur = this.current;
-    if (cur === null || cur.body === null || cur.discard || cur.body.destroyed) return;
+    if (cur === null || cur.body === null || cur.body.destroyed) return;
     if (!cur.body.push(c)) this.socket.pause();
   }
 
@@ -271,7 +269,7 @@ class ServerConnection<C> {
     const cur = this.current;
     if (cur === null) return;
     cur.bodyDone = true;
-    if (cur.body !== null && !cur.body.destroyed && !cur.discard) cur.body.push(null);
+    if (cur.body !== null && !cur.body.destroyed) cur.body.push(null);
     if (cur.down.finished) this.afterExchange();
   }
 
@@ -287,7 +285,6 @@ class ServerConnection<C> {
     if (cur === null) return;
     if (!cur.bodyDone) {
       // answered before the body arrived: read the rest and drop it, then carry on
-      cur.discard = true;
       cur.body?.destroy();
       if (this.closing) {
         this.current = null;
