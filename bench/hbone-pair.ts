@@ -7,8 +7,13 @@
  * Both proxies are separate processes run with ztunnel's V8 flags, so their CPU can be read
  * from /proc like the bench reads the ztunnels'. The figure to compare is CPU seconds per GiB
  * of each proxy (throughput is printed too, but on a shared machine it moves with the load).
+ * With --rate, loadgen.mjs sends 1 KiB requests to a 1 KiB request/response server instead, at
+ * that rate over 4 connections, and the figure is CPU seconds per 1000 requests (the bench's
+ * "@ 1000 rps" rows). --mode tls and --mode tcp replace HBONE with one piped TLS 1.3 or plain
+ * TCP connection per client connection: what a Node proxy costs with no HTTP/2, or no crypto.
  *
  *   node dist/bench/hbone-pair.js [--bytes N] [--repeat N] [--dist DIR[,DIR…]] [--prof DIR] [--streams N]
+ *                                 [--mode hbone|tls|tcp] [--rate RPS [--seconds S]]
  *
  * With several --dist folders (builds of different trees, e.g. a copy of dist/ from before a
  * change), the runs alternate between them, so an A/B sees the same machine load.
@@ -29,10 +34,11 @@ interface Config {
   client: { keyPem: string; certChainPem: string; rootsPem: string[] };
   serverId: string;
   clientId: string;
+  /** the sink's port, or with --rate the request/response server's */
   sinkPort: number;
   inPort: number;
   /** 'tls': the same pair as a plain TLS pipe without HTTP/2, as a floor to compare with */
-  mode: 'hbone' | 'tls';
+  mode: 'hbone' | 'tls' | 'tcp';
 }
 
 /** utime+stime of a process, in seconds. */
@@ -92,6 +98,25 @@ function runBulk(port: number, bytes: number): Promise<{ gbps: number; seconds: 
   });
 }
 
+function runLoad(port: number, rate: number, seconds: number): Promise<{ answered: number; p50: number; p99: number }> {
+  const tool = resolve(HERE, '..', '..', 'bench', 'tools', 'loadgen.mjs');
+  return new Promise((r, reject) => {
+    const c = spawn(process.execPath, [tool, '--host', '127.0.0.1', '--port', String(port), '--rate', String(rate), '--conns', '4', '--duration', String(seconds), '--warmup', '1'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    c.on('exit', (code) => {
+      try {
+        const j = JSON.parse(out.trim().split('\n').pop()!);
+        if (!j.ok) throw new Error(j.error);
+        if (j.lost || j.errors) throw new Error(`${j.lost} lost, ${j.errors} errors`);
+        r({ answered: j.answered, p50: j.latencyMs.p50, p99: j.latencyMs.p99 });
+      } catch (e) {
+        reject(new Error(`loadgen failed (${code}): ${(e as Error).message}`));
+      }
+    });
+  });
+}
+
 async function parent(argv: string[]): Promise<void> {
   let bytes = 1024 ** 3;
   let repeat = 3;
@@ -100,6 +125,8 @@ async function parent(argv: string[]): Promise<void> {
   let streams = 1;
   let mode: Config['mode'] = 'hbone';
   let nodeFlags: string[] = [];
+  let rate = 0;
+  let seconds = 10;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = (): string => {
@@ -113,8 +140,14 @@ async function parent(argv: string[]): Promise<void> {
     else if (a === '--prof') prof = resolve(v());
     else if (a === '--streams') streams = Number(v());
     else if (a === '--node-flags') nodeFlags = v().split(' ').filter(Boolean);
-    else if (a === '--mode') mode = v() === 'tls' ? 'tls' : 'hbone';
-    else throw new Error(`unknown flag ${a}; known: --bytes --repeat --dist --prof --streams --mode hbone|tls --node-flags "FLAGS"`);
+    else if (a === '--mode') {
+      const m = v();
+      if (m !== 'hbone' && m !== 'tls' && m !== 'tcp') throw new Error(`--mode takes hbone, tls or tcp, not ${m}`);
+      mode = m;
+    }
+    else if (a === '--rate') rate = Number(v());
+    else if (a === '--seconds') seconds = Number(v());
+    else throw new Error(`unknown flag ${a}; known: --bytes --repeat --dist --prof --streams --mode hbone|tls|tcp --node-flags "FLAGS" --rate RPS --seconds S`);
   }
   if (prof) mkdirSync(prof, { recursive: true });
   ZTUNNEL_FLAGS = [...(await import('../shared/node-flags.js')).ZTUNNEL_NODE_FLAGS];
@@ -136,13 +169,27 @@ async function parent(argv: string[]): Promise<void> {
     for (let rep = 0; rep < repeat; rep++) {
       for (const dist of rep % 2 ? [...dists].reverse() : dists) {
         const cfgPath = join(dir, 'config.json');
-        writeFileSync(cfgPath, JSON.stringify({ ...base, sinkPort: 0, inPort: 0 }));
-        const sink = await startRole(dist, 'sink', cfgPath, null);
-        writeFileSync(cfgPath, JSON.stringify({ ...base, sinkPort: sink.port, inPort: 0 }));
+        writeFileSync(cfgPath, JSON.stringify({ ...base, sinkPort: 0, inPort: 0}));
+        const sink = await startRole(dist, rate ? 'rr' : 'sink', cfgPath, null);
+        writeFileSync(cfgPath, JSON.stringify({ ...base, sinkPort: sink.port, inPort: 0}));
         const inn = await startRole(dist, 'in', cfgPath, prof, nodeFlags);
-        writeFileSync(cfgPath, JSON.stringify({ ...base, sinkPort: sink.port, inPort: inn.port }));
+        writeFileSync(cfgPath, JSON.stringify({ ...base, sinkPort: sink.port, inPort: inn.port}));
         const out = await startRole(dist, 'out', cfgPath, prof, nodeFlags);
         try {
+          if (rate) {
+            // request/response: CPU per 1000 requests, the number the bench's 1000 rps rows give
+            await runLoad(out.port, rate, 2);
+            const c0 = [cpuOf(out.child.pid!), cpuOf(inn.child.pid!)];
+            const l = await runLoad(out.port, rate, seconds);
+            const c1 = [cpuOf(out.child.pid!), cpuOf(inn.child.pid!)];
+            const k = l.answered / 1000;
+            const r = (results[dist] ??= { out: [], in: [], gbps: [] });
+            r.out.push((c1[0]! - c0[0]!) / k);
+            r.in.push((c1[1]! - c0[1]!) / k);
+            r.gbps.push(l.p50);
+            say(`${dist}  rep ${rep + 1}: ${rate} rps p50 ${l.p50.toFixed(3)} ms p99 ${l.p99.toFixed(3)} ms  CPU-s/1000 req out ${r.out.at(-1)!.toFixed(3)}  in ${r.in.at(-1)!.toFixed(3)}  load ${readFileSync('/proc/loadavg', 'utf8').split(' ')[0]}`);
+            continue;
+          }
           // warm-up: opens the pooled connection and lets V8 compile the hot path
           await runBulk(out.port, 64 * 1024 * 1024);
           const c0 = [cpuOf(out.child.pid!), cpuOf(inn.child.pid!)];
@@ -169,6 +216,10 @@ async function parent(argv: string[]): Promise<void> {
     return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
   };
   for (const [d, r] of Object.entries(results)) {
+    if (rate) {
+      say(`median ${d}: p50 ${med(r.gbps).toFixed(3)} ms, CPU-s/1000 req out ${med(r.out).toFixed(3)} in ${med(r.in).toFixed(3)} (out ${r.out.map((x) => x.toFixed(3)).join(' ')}; in ${r.in.map((x) => x.toFixed(3)).join(' ')})`);
+      continue;
+    }
     say(`median ${d}: ${med(r.gbps).toFixed(2)} Gbit/s, CPU-s/GiB out ${med(r.out).toFixed(2)} in ${med(r.in).toFixed(2)} (out ${r.out.map((x) => x.toFixed(2)).join(' ')}; in ${r.in.map((x) => x.toFixed(2)).join(' ')})`);
   }
 }
@@ -185,7 +236,25 @@ async function role(name: string, cfg: Config): Promise<void> {
     s.listen(cfg.sinkPort, '127.0.0.1', () => say(`port ${(s.address() as net.AddressInfo).port}`));
     return;
   }
-  if (cfg.mode === 'tls') return tlsRole(name, cfg);
+  if (name === 'rr') {
+    // 1 KiB request → 1 KiB response, as bench/tools/server.mjs --rr-port
+    const response = Buffer.alloc(1024, 0x72);
+    const s = net.createServer({ allowHalfOpen: true, noDelay: true }, (sock) => {
+      let pending = 0;
+      sock.on('data', (c) => {
+        pending += c.length;
+        let n = 0;
+        for (; pending >= 1024; pending -= 1024) n++;
+        if (n === 1) sock.write(response);
+        else if (n > 1) sock.write(Buffer.concat(Array(n).fill(response)));
+      });
+      sock.on('end', () => sock.end());
+      sock.on('error', () => sock.destroy());
+    });
+    s.listen(0, '127.0.0.1', () => say(`port ${(s.address() as net.AddressInfo).port}`));
+    return;
+  }
+  if (cfg.mode !== 'hbone') return pipeRole(name, cfg);
   const { bridge } = await import('../shared/hbone/bridge.js');
   if (name === 'in') {
     const { HboneServer } = await import('../shared/hbone/server.js');
@@ -230,13 +299,28 @@ async function role(name: string, cfg: Config): Promise<void> {
   s.listen(0, '127.0.0.1', () => say(`port ${(s.address() as net.AddressInfo).port}`));
 }
 
-/** The floor: the same two hops as one TLS 1.3 connection per client connection, piped. */
-async function tlsRole(name: string, cfg: Config): Promise<void> {
+/**
+ * The floors: the same two hops as one TLS 1.3 connection per client connection, piped
+ * ('tls'), or as plain TCP without encryption ('tcp'), with TCP_NODELAY on every socket as
+ * ztunnel sets it (without it, small answers wait for Nagle).
+ */
+async function pipeRole(name: string, cfg: Config): Promise<void> {
+  if (cfg.mode === 'tcp') {
+    const upstream = name === 'in' ? cfg.sinkPort : cfg.inPort;
+    const s = net.createServer({ allowHalfOpen: true, noDelay: true }, (c) => {
+      const u = net.connect({ port: upstream, host: '127.0.0.1', allowHalfOpen: true, noDelay: true }, () => {
+        c.pipe(u);
+        u.pipe(c);
+      });
+    });
+    s.listen(name === 'in' ? cfg.inPort : 0, '127.0.0.1', () => say(`port ${(s.address() as net.AddressInfo).port}`));
+    return;
+  }
   const tls = await import('node:tls');
   const opts = { minVersion: 'TLSv1.3' as const, maxVersion: 'TLSv1.3' as const, ca: cfg.server.rootsPem };
   if (name === 'in') {
-    const s = tls.createServer({ ...opts, key: cfg.server.keyPem, cert: cfg.server.certChainPem, allowHalfOpen: true }, (t) => {
-      const app = net.connect({ port: cfg.sinkPort, host: '127.0.0.1', allowHalfOpen: true }, () => {
+    const s = tls.createServer({ ...opts, key: cfg.server.keyPem, cert: cfg.server.certChainPem, allowHalfOpen: true, noDelay: true }, (t) => {
+      const app = net.connect({ port: cfg.sinkPort, host: '127.0.0.1', allowHalfOpen: true, noDelay: true }, () => {
         t.pipe(app);
         app.pipe(t);
       });
@@ -244,8 +328,9 @@ async function tlsRole(name: string, cfg: Config): Promise<void> {
     s.listen(cfg.inPort, '127.0.0.1', () => say(`port ${(s.address() as net.AddressInfo).port}`));
     return;
   }
-  const s = net.createServer({ allowHalfOpen: true }, (c) => {
+  const s = net.createServer({ allowHalfOpen: true, noDelay: true }, (c) => {
     const t = tls.connect({ ...opts, port: cfg.inPort, host: '127.0.0.1', key: cfg.client.keyPem, cert: cfg.client.certChainPem, checkServerIdentity: () => undefined }, () => {
+      t.setNoDelay(true);
       c.pipe(t);
       t.pipe(c);
     });
