@@ -5,20 +5,19 @@
  * kept and can no longer be retried, as Envoy's per-request buffer limit does.
  */
 
-import { Readable } from 'node:stream';
+import { BodyStream, type Body } from './body-stream.js';
 
-class BodyReader extends Readable {
+class BodyReader extends BodyStream {
   constructor(private readonly owner: ReplayableBody) {
-    super();
+    super(() => owner.resumeFor(this));
   }
 
-  override _read(): void {
-    this.owner.resumeFor(this);
-  }
-
-  override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
-    this.owner.detach(this);
-    cb(err);
+  override destroy(err?: Error): this {
+    if (!this.destroyed) {
+      super.destroy(err);
+      this.owner.detach(this);
+    }
+    return this;
   }
 }
 
@@ -37,7 +36,7 @@ export class ReplayableBody {
 
   /** `source` null: a request without a body (readers end at once) */
   constructor(
-    private readonly source: Readable | null,
+    private readonly source: Body | null,
     private readonly limit: number,
   ) {
     if (source === null) this.ended = true;
@@ -108,7 +107,7 @@ export class ReplayableBody {
    * A reader from the first byte for the next attempt (the previous attempt's reader is
    * dropped). null when the body was too large to keep and reading already began.
    */
-  open(): Readable | null {
+  open(): BodyStream | null {
     if (this.started && !this.replayable) return null;
     if (this.primary !== null) {
       const old = this.primary;
@@ -125,7 +124,7 @@ export class ReplayableBody {
   }
 
   /** A reader for a mirror: from the first byte, never slowing the client down. null when the body is no longer kept. */
-  tap(): Readable | null {
+  tap(): BodyStream | null {
     if (this.started && !this.replayable) return null;
     const r = new BodyReader(this);
     for (const c of this.chunks) r.push(c);

@@ -4,8 +4,9 @@
  * while the connection needs to drain).
  */
 
-import type { Duplex, Readable } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { chunkHeader } from './http1.js';
+import type { Body } from './body-stream.js';
 
 export interface BodySink {
   /** false: the exchange is over, what still comes is dropped */
@@ -39,7 +40,7 @@ export function corkHead(dst: Duplex, head: string): () => void {
 }
 
 /** Writes `body` to `dst` (chunk-framed when `chunked`), pausing it while `dst` needs to drain. */
-export function writeBody(dst: Duplex, body: Readable, chunked: boolean, sink: BodySink): void {
+export function writeBody(dst: Duplex, body: Body, chunked: boolean, sink: BodySink): void {
   const onDrain = (): void => {
     body.resume();
   };

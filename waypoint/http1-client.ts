@@ -9,26 +9,19 @@
  * retired after `maxRequestsPerConnection`. Heads and parsing: ./http1.ts.
  */
 
-import { Readable, type Duplex } from 'node:stream';
+import type { Duplex } from 'node:stream';
+import { BodyStream, type Body } from './body-stream.js';
 import { lastChunk, requestHead, ResponseParser, type RequestFraming, type ResponseHead } from './http1.js';
 import { corkHead, writeBody } from './http1-body.js';
 
-/** The response body as a stream: back-pressure pauses the connection. */
-class ResponseBody extends Readable {
+/** The response body: back-pressure pauses the connection. */
+class ResponseBody extends BodyStream {
   trailers: Record<string, string | string[]> = {};
-
-  constructor(private readonly wantMore: () => void) {
-    super();
-  }
-
-  override _read(): void {
-    this.wantMore();
-  }
 }
 
 export interface Http1Response {
   head: ResponseHead;
-  body: Readable;
+  body: BodyStream;
   trailers(): Record<string, string | string[]>;
 }
 
@@ -48,7 +41,7 @@ interface Exchange {
   requestDone: boolean;
   responseDone: boolean;
   close: boolean;
-  source: Readable | null;
+  source: Body | null;
 }
 
 function ignore(): void {}
@@ -76,7 +69,7 @@ class Connection {
     stream.on('error', (err: Error) => this.onClosed(err));
   }
 
-  send(method: string, head: string, framing: RequestFraming, body: Readable | null): { response: Promise<Http1Response>; exchange: Exchange } {
+  send(method: string, head: string, framing: RequestFraming, body: Body | null): { response: Promise<Http1Response>; exchange: Exchange } {
     this.requests++;
     this.parser.expect(method);
     let x!: Exchange;
@@ -280,7 +273,7 @@ export class Http1Endpoint {
    * Http1RequestError (the connection failed), or the dial's error (connect failure, wrapped by
    * the caller's `onConnectError`).
    */
-  request(method: string, path: string, authority: string, headers: Readonly<Record<string, string | string[] | number | undefined>>, body: Readable | null, onConnectError: (err: unknown) => Error): Http1Pending {
+  request(method: string, path: string, authority: string, headers: Readonly<Record<string, string | string[] | number | undefined>>, body: Body | null, onConnectError: (err: unknown) => Error): Http1Pending {
     let conn: Connection | null = null;
     let exchange: Exchange | null = null;
     let aborted = false;

@@ -13,12 +13,12 @@
 
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { Readable } from 'node:stream';
 import type { HeaderMap } from '../shared/routing/filters.js';
 import { grpcMessage, type Downstream } from './downstream.js';
 import { Http1ProtocolError, lastChunk, RequestParser, responseHead, type RequestHead, type ResponseFraming } from './http1.js';
 import type { UpstreamResponse } from './upstream.js';
 import { corkHead, writeBody } from './http1-body.js';
+import { BodyStream } from './body-stream.js';
 
 export const KEEP_ALIVE_MS = 60_000;
 export const HEADERS_TIMEOUT_MS = 60_000;
@@ -28,7 +28,7 @@ const SWEEP_MS = 5_000;
 /** A request as the engine sees it: its head, and its body when it has one. */
 export interface Http1Request extends RequestHead {
   /** null: no body */
-  body: Readable | null;
+  body: BodyStream | null;
 }
 
 export interface Http1Handlers<C> {
@@ -37,15 +37,9 @@ export interface Http1Handlers<C> {
   upgrade(req: Http1Request, socket: Duplex, head: Buffer, ctx: C): void;
 }
 
-/** The request body as a stream: back-pressure pauses the connection. */
-class RequestBody extends Readable {
-  constructor(private readonly conn: ServerConnection<unknown>) {
-    super();
-  }
-
-  override _read(): void {
-    this.conn.wantMore();
-  }
+/** The request body: back-pressure pauses the connection. */
+function requestBody(conn: ServerConnection<unknown>): BodyStream {
+  return new BodyStream(() => conn.wantMore());
 }
 
 function ignore(): void {}
@@ -158,7 +152,7 @@ export class Http1ServerDownstream implements Downstream {
 
 interface InFlight {
   /** destroyed when the response ended before it: the rest of the body is read and dropped */
-  body: RequestBody | null;
+  body: BodyStream | null;
   down: Http1ServerDownstream;
   bodyDone: boolean;
 }
@@ -250,7 +244,7 @@ class ServerConnection<C> {
       this.server.handlers.upgrade({ ...h, body: null }, this.socket, rest, this.ctx);
       return;
     }
-    const body = h.hasBody ? new RequestBody(this as ServerConnection<unknown>) : null;
+    const body = h.hasBody ? requestBody(this as ServerConnection<unknown>) : null;
     const down = new Http1ServerDownstream(this as ServerConnection<unknown>, h);
     const req: Http1Request = { ...h, body };
     this.current = { body, down, bodyDone: !h.hasBody };

@@ -9,7 +9,8 @@
 
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import http2, { constants as h2c, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
-import type { Duplex, Readable } from 'node:stream';
+import type { Duplex } from 'node:stream';
+import { pipeBody, type Body } from './body-stream.js';
 import type { Endpoint } from './config.js';
 import { Http1Endpoint } from './http1-client.js';
 
@@ -41,7 +42,7 @@ export interface UpstreamRequest {
   /** lowercase, without pseudo-headers and hop-by-hop headers */
   headers: OutgoingHttpHeaders;
   /** null: no body */
-  body: Readable | null;
+  body: Body | null;
   maxRequestsPerConnection: number | null;
   idleTimeoutMs: number | null;
 }
@@ -55,7 +56,7 @@ export interface UpstreamResponse {
   grpcStatus: number | null;
   /** the response has no body and no trailers (HTTP/2 END_STREAM on the headers) */
   endStream: boolean;
-  body: Readable;
+  body: Body;
   /** trailers, once the body ended (empty when none) */
   trailers(): Record<string, string | string[]>;
 }
@@ -249,7 +250,7 @@ export class UpstreamPool {
       });
       if (r.body !== null) {
         r.body.once('error', () => s.close(h2c.NGHTTP2_CANCEL));
-        r.body.pipe(s);
+        pipeBody(r.body, s);
       }
       return new Promise<UpstreamResponse>((resolve, reject) => {
         const onError = (err: Error): void => reject(h2Failure(s, err));

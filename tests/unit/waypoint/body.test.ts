@@ -1,9 +1,10 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough } from 'node:stream';
+import type { Body } from '../../../waypoint/body-stream.js';
 import { ReplayableBody } from '../../../waypoint/body.js';
 
-function read(r: Readable): Promise<string> {
+function read(r: Body): Promise<string> {
   return new Promise((resolve, reject) => {
     let s = '';
     r.on('data', (c: Buffer) => (s += c.toString()));

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { PassThrough, Readable } from 'node:stream';
+import type { Body } from '../../../waypoint/body-stream.js';
 import { Http1ProtocolError, MAX_HEAD_BYTES, MAX_HEADER_LINES, ResponseParser, requestHead, type ResponseHead } from '../../../waypoint/http1.js';
 import { Http1Endpoint } from '../../../waypoint/http1-client.js';
 
@@ -192,7 +193,7 @@ function dialer(port: number): () => Promise<net.Socket> {
     });
 }
 
-function text(r: Readable): Promise<string> {
+function text(r: Body): Promise<string> {
   return new Promise((resolve, reject) => {
     let s = '';
     r.on('data', (c: Buffer) => (s += c.toString()));
