@@ -3,7 +3,8 @@ import { Command, Option } from 'commander';
 import { readObjects } from '../shared/config/objects.js';
 import { translate, type PolicyProblem } from '../shared/config/translate.js';
 import { explain, formatExplanation, parseTarget } from '../shared/policy/explain.js';
-import { readState } from './local/cluster.js';
+import { readState, redirectionDir } from './local/cluster.js';
+import { readRedirections, withRedirections } from '../shared/config/redirection-files.js';
 import { buildL7Config } from '../control/waypoint-config.js';
 
 const DEFAULT_STATE_ROOT = process.env.AMBIT_STATE_DIR ?? '/run/ambit';
@@ -28,7 +29,8 @@ export function explainCommand(): Command {
       if (!m) throw new Error(`--from must be NAMESPACE/POD, got "${o.from}"`);
       const target = parseTarget(o.to);
       const problems: PolicyProblem[] = [];
-      const objects = await readObjects(join(state.dir, 'config'));
+      // the pods as the control plane sees them: with the annotations the node agents wrote
+      const objects = withRedirections(await readObjects(join(state.dir, 'config')), await readRedirections(redirectionDir(state.dir)));
       const mesh = translate(objects, problems);
       const l7 = buildL7Config(objects, mesh, new Map(), problems);
       const request = o.method !== undefined ? { method: o.method.toUpperCase(), path: o.path! } : undefined;

@@ -10,7 +10,9 @@ import { KubeSource, nodeAgentResources } from '../shared/config/kube-source.js'
 import type { Logger } from '../shared/telemetry/log.js';
 import type { Annotator, ClusterView } from './agent.js';
 
-export const REDIRECTION_ANNOTATION = 'ambient.istio.io/redirection';
+import { REDIRECTION_ANNOTATION } from '../shared/config/translate.js';
+
+export { REDIRECTION_ANNOTATION };
 
 /** A KubeSource of this node's pods and all namespaces. */
 export function nodeClusterSource(kc: KubeConfig, node: string, log: Logger): KubeSource {

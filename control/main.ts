@@ -7,6 +7,7 @@ import { ControlServer } from './server.js';
 import { ServingCertificate } from './serving.js';
 import { loadCaFiles, type CaFiles } from './ca-files.js';
 import { FileSource } from '../shared/config/file-source.js';
+import { RedirectionFiles, withRedirections } from '../shared/config/redirection-files.js';
 import { TokenFileAuthenticator } from './auth.js';
 import { runKubeControlPlane } from './kube-mode.js';
 import { parseDashboardAddress, startDashboard } from './dashboard/start.js';
@@ -15,6 +16,7 @@ const program = new Command()
   .name('ambit-control')
   .description('ambit control plane: serves mesh configuration to ztunnels and signs workload certificates')
   .option('--config <path>', 'folder or file of Kubernetes-style YAML to serve (local mode)')
+  .option('--redirection-dir <dir>', "local mode: the node agents' files of pod redirection annotations (a pod is reached over HBONE once its agent says `enabled`)")
   .option('--ca-cert <file>', 'CA certificate (PEM)')
   .option('--ca-key <file>', 'CA private key (PEM)')
   .option('--trusted-roots <file>', 'other roots the mesh trusts besides the signing CA\'s (PEM bundle; root rotation). The CA files are read again on SIGHUP')
@@ -36,7 +38,7 @@ const program = new Command()
   .option('--log-level <level>', 'log level', process.env.AMBIT_LOG_LEVEL ?? 'info');
 
 async function main(): Promise<void> {
-  const opts = program.parse().opts<KubeFlags & { config: string; caCert: string; caKey: string; trustedRoots?: string; nodeTokens: string; listen: string; dashboard: string; ip: string[]; certTtl: string; logLevel: string }>();
+  const opts = program.parse().opts<KubeFlags & { config: string; redirectionDir?: string; caCert: string; caKey: string; trustedRoots?: string; nodeTokens: string; listen: string; dashboard: string; ip: string[]; certTtl: string; logLevel: string }>();
   const log = createLogger('control', opts.logLevel);
   parseDashboardAddress(opts.dashboard); // a bad flag stops here, before anything listens
   if (opts.source === 'kube') return startKube(opts, log);
@@ -52,8 +54,12 @@ async function main(): Promise<void> {
   if (!Number.isInteger(ttl) || ttl < 10) throw new Error(`--cert-ttl must be a whole number of seconds ≥ 10, got ${opts.certTtl}`);
   const server = new ControlServer(ca, auth, log, ttl);
   const source = new FileSource(opts.config, log);
-  server.setObjects(await source.start());
-  source.on('change', (objects) => server.setObjects(objects));
+  const redirections = opts.redirectionDir ? new RedirectionFiles(opts.redirectionDir, log) : null;
+  const objects = await source.start();
+  const values = (await redirections?.start()) ?? {};
+  server.setObjects(withRedirections(objects, values));
+  source.on('change', (o) => server.setObjects(withRedirections(o, redirections?.values ?? {})));
+  redirections?.on('change', (v) => server.setObjects(withRedirections(source.objects, v)));
   const serving = new ServingCertificate({ dnsNames: [CONTROL_SERVER_NAME], ipAddresses: opts.ip, ttlSeconds: 365 * 24 * 3600 });
   await serving.issue(ca);
   const port = await server.listen(opts.listen, serving.credentials());
@@ -66,6 +72,7 @@ async function main(): Promise<void> {
   });
   const stop = (): void => {
     source.stop();
+    redirections?.stop();
     void Promise.all([server.close(), dashboard?.close()]).then(() => process.exit(0));
   };
   process.on('SIGTERM', stop);

@@ -5,6 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { readObjects, type KubeObject } from '../../shared/config/objects.js';
+import { readRedirections } from '../../shared/config/redirection-files.js';
 import { wantsAmbient } from '../../cni/agent.js';
 import { CertificateAuthority } from '../../shared/identity/ca.js';
 import { checkRedirectTools } from '../../shared/redirect/apply.js';
@@ -82,8 +83,14 @@ export function nodeFiles(dir: string, node: string) {
     agentState: join(base, 'agent'),
     cniSocket: join(base, 'cni.sock'),
     ztunnelSocket: join(base, 'ztunnel.sock'),
-    annotations: join(base, 'redirection.json'),
+    /** the agent's redirection annotations (the control plane reads every node's: --redirection-dir) */
+    annotations: join(redirectionDir(dir), `${node}.json`),
   };
+}
+
+/** The node agents' redirection annotation files, one per node. */
+export function redirectionDir(dir: string): string {
+  return join(dir, 'redirection');
 }
 
 /** Where a mesh's state lives. */
@@ -200,6 +207,7 @@ export async function up(o: UpOptions): Promise<LocalState> {
     await writeConfig(dir, running);
     let ready = readiness(state, plan, new Map());
     await waitForConfig(plan, plan.pods.length, (dumps) => report((ready = readiness(state, plan, dumps))));
+    await waitForProtocols(state, running);
     o.say(`ready: ${ready.running!.done}/${plan.pods.length} pods running and known to every ztunnel; certificates held for ${ready.certificates!.done}/${ready.certificates!.total} pod identities`);
     state.ready = true;
     await writeState(state);
@@ -253,6 +261,7 @@ async function startControl(state: LocalState, plan: MeshPlan, o: UpOptions): Pr
   const argv = [
     process.execPath, CONTROL_MAIN,
     '--config', join(state.dir, 'config'),
+    '--redirection-dir', redirectionDir(state.dir),
     '--ca-cert', join(state.dir, 'ca', 'root-cert.pem'),
     '--ca-key', join(state.dir, 'ca', 'root-key.pem'),
     '--trusted-roots', join(state.dir, 'ca', 'trusted-roots.pem'),
@@ -418,16 +427,8 @@ async function createPod(state: LocalState, plan: MeshPlan, pod: PodPlan): Promi
 }
 
 /** Pods' `ambient.istio.io/redirection` values, as the node agents wrote them. */
-export async function redirections(state: LocalState): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const n of state.plan.nodes) {
-    try {
-      Object.assign(out, JSON.parse(await readFile(nodeFiles(state.dir, n.name).annotations, 'utf8')) as Record<string, string>);
-    } catch {
-      /* no annotations yet on this node */
-    }
-  }
-  return out;
+export function redirections(state: LocalState): Promise<Record<string, string>> {
+  return readRedirections(redirectionDir(state.dir));
 }
 
 function startPod(state: LocalState, pod: PodPlan): void {
@@ -441,7 +442,7 @@ function startPod(state: LocalState, pod: PodPlan): void {
 
 /** What a node's ztunnel says in /config_dump, as far as readiness goes. */
 export interface ReadinessDump {
-  workloads: { ready: boolean }[];
+  workloads: { ready: boolean; name?: string; namespace?: string; protocol?: string }[];
   certificates?: { identity: string; state: string }[];
 }
 
@@ -531,6 +532,24 @@ async function waitForEnrollment(state: LocalState, objects: KubeObject[], timeo
     const r = await redirections(state);
     return state.plan.pods.every((p) => (wantsAmbient(objects, p.namespace, p.name) ? r[p.key] === 'enabled' : r[p.key] === undefined));
   }, timeoutMs, 100);
+  await waitForProtocols(state, objects, timeoutMs);
+}
+
+/**
+ * Waits until every node's ztunnel reaches each pod the way the control plane now says: over
+ * HBONE once the pod is meant for the mesh and its agent enabled it, plain TCP otherwise.
+ */
+async function waitForProtocols(state: LocalState, objects: KubeObject[], timeoutMs = 20_000): Promise<void> {
+  const r = await redirections(state);
+  const expected = new Map(state.plan.pods.map((p) => [p.key, wantsAmbient(objects, p.namespace, p.name) && r[p.key] === 'enabled' ? 'HBONE' : 'TCP']));
+  for (const n of state.plan.nodes) {
+    await waitFor(`ztunnel on ${n.name} to reach the pods as their enrollment says`, async () => {
+      const res = await httpInNetns(netnsPath(n.netns), { host: '127.0.0.1', port: 15000, path: '/config_dump' });
+      const dump = JSON.parse(res.body) as ReadinessDump;
+      const got = new Map(dump.workloads.map((w) => [`${w.namespace}/${w.name}`, w.protocol]));
+      return [...expected].every(([key, protocol]) => got.get(key) === protocol);
+    }, timeoutMs, 100);
+  }
 }
 
 /**

@@ -5,6 +5,8 @@ import { translateAuthorizationPolicy, translatePeerAuthentication } from '../po
 import { bindWaypoints, translateWaypoints } from './waypoint-binding.js';
 
 export const DATAPLANE_MODE_LABEL = 'istio.io/dataplane-mode';
+/** Written by the node agent on a pod it enrolled: `enabled` once ztunnel serves it (Istio's name and values). */
+export const REDIRECTION_ANNOTATION = 'ambient.istio.io/redirection';
 
 /** Pod fields the mesh reads, checked. */
 export interface PodInfo {
@@ -17,6 +19,8 @@ export interface PodInfo {
   labels: Record<string, string>;
   ip: string | null;
   phase: string | null;
+  /** the node agent's `ambient.istio.io/redirection` annotation: 'enabled' once ztunnel serves the pod */
+  redirection: string | null;
 }
 
 function num(v: unknown): number | null {
@@ -46,6 +50,7 @@ export function podInfo(o: KubeObject): PodInfo {
     labels: o.metadata.labels ?? {},
     ip: typeof status.podIP === 'string' ? status.podIP : null,
     phase: typeof status.phase === 'string' ? status.phase : null,
+    redirection: o.metadata.annotations?.[REDIRECTION_ANNOTATION] ?? null,
   };
 }
 
@@ -72,13 +77,24 @@ export function serviceSpec(o: KubeObject): { clusterIP: string | null; selector
   return { clusterIP: typeof cip === 'string' && cip !== 'None' && cip !== '' ? cip : null, selector: (sel as Record<string, string> | undefined) ?? null, ports };
 }
 
-/** Whether a pod is enrolled in the mesh, by its own label, then its namespace's. */
+/** Whether a pod is meant to be in the mesh, by its own label, then its namespace's (what the node agent acts on). */
 export function isAmbient(pod: PodInfo, namespaceLabels: Record<string, string> | undefined): boolean {
   if (pod.hostNetwork) return false;
   const own = pod.labels[DATAPLANE_MODE_LABEL];
   if (own === 'none') return false;
   if (own === 'ambient') return true;
   return namespaceLabels?.[DATAPLANE_MODE_LABEL] === 'ambient';
+}
+
+/**
+ * How other workloads reach a pod: HBONE once it is meant to be in the mesh *and* its node agent
+ * says ztunnel serves it (the redirection annotation is `enabled`), as Istio decides. By the
+ * labels alone, a pod just enrolled would be sent HBONE before anything listens on its :15008,
+ * and those connections would be refused until its node agent caught up; a pod just released
+ * is sent plain TCP at once, which its ztunnel still accepts while the capture is being removed.
+ */
+export function meshProtocol(pod: PodInfo, namespaceLabels: Record<string, string> | undefined): 'HBONE' | 'TCP' {
+  return isAmbient(pod, namespaceLabels) && pod.redirection === 'enabled' ? 'HBONE' : 'TCP';
 }
 
 function matches(selector: Record<string, string>, labels: Record<string, string>): boolean {
@@ -157,7 +173,7 @@ export function translate(objects: KubeObject[], problems: PolicyProblem[] = [],
       node: p.nodeName,
       ip: p.ip,
       labels: p.labels,
-      protocol: isAmbient(p, nsLabels.get(p.namespace)) ? 'HBONE' : 'TCP',
+      protocol: meshProtocol(p, nsLabels.get(p.namespace)),
       ready: p.phase === 'Running',
     });
   }

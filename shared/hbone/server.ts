@@ -322,8 +322,23 @@ export class HboneServer {
     });
   }
 
-  /** Stops accepting; open tunnels get a GOAWAY and may finish. */
+  /**
+   * Stops accepting; open client connections get a GOAWAY: their tunnels may finish, and new
+   * tunnels must come on a new connection. (Closing node's server alone would leave them open
+   * and taking new streams: a pod released and captured again would get them on the old
+   * connection, for the pod as it was.)
+   */
   close(): Promise<void> {
+    for (const session of this.sessions.keys()) {
+      if (session.closed || session.destroyed) continue;
+      this.draining.add(session);
+      try {
+        session.goaway(h2c.NGHTTP2_NO_ERROR);
+        session.close();
+      } catch {
+        /* already going */
+      }
+    }
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 }

@@ -2,7 +2,9 @@
 // while it keeps opening connections every 5 ms. None of them may fail: the node agent hands
 // the pod to ztunnel before redirecting its traffic, and stops redirecting before ztunnel lets
 // it go. While enrolled its connections are carried over HBONE, and the server's ztunnel sees
-// them arrive over mutual TLS. Needs root; cleans up after itself even when a test fails.
+// them arrive over mutual TLS. Then the same for the server's side, with the client meshed:
+// other ztunnels switch to HBONE only once the server's node agent has enrolled it. Needs root;
+// cleans up after itself even when a test fails.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
@@ -40,7 +42,7 @@ describe('enrolling a running pod', { skip: needsRoot }, () => {
     assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
   };
   const redirection = async (): Promise<string | undefined> => {
-    const file = join(mesh.stateDir, mesh.name, 'nodes', 'node-1', 'redirection.json');
+    const file = join(mesh.stateDir, mesh.name, 'redirection', 'node-1.json');
     const all = JSON.parse(await readFile(file, 'utf8').catch(() => '{}')) as Record<string, string>;
     return all['app/prober'];
   };
@@ -54,6 +56,20 @@ describe('enrolling a running pod', { skip: needsRoot }, () => {
       if (line.includes('reporter="destination"') && line.includes('destination_workload="server"') && line.includes('connection_security_policy="mutual_tls"')) sum += Number(line.split(' ').pop());
     }
     return sum;
+  };
+
+  /** Starts the app's prober (a connection to the server every 5 ms) once it is seen working. */
+  const startProber = async (netns: string, serverIp: string) => {
+    const probes: Probe[] = [];
+    const child = mesh.spawnIn(netns, [process.execPath, join(FIXTURES, 'apps', 'prober.mjs'), serverIp, '9000', '5']);
+    prober = child;
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    createInterface({ input: child.stdout! }).on('line', (l) => probes.push(JSON.parse(l) as Probe));
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    for (let i = 0; i < 100 && probes.filter((p) => p.ok).length < 20; i++) await sleep(100);
+    assert.ok(probes.filter((p) => p.ok).length >= 20, `the prober runs: ${JSON.stringify(probes.slice(-3))} ${stderr}`);
+    return { probes, child, exited };
   };
 
   before(async () => {
@@ -70,15 +86,7 @@ describe('enrolling a running pod', { skip: needsRoot }, () => {
     const client = pod('app/prober');
     const server = pod('srv/server');
     assert.equal(client.captured, false);
-    const probes: Probe[] = [];
-    const child = mesh.spawnIn(client.netns, [process.execPath, join(FIXTURES, 'apps', 'prober.mjs'), server.ip, '9000', '5']);
-    prober = child;
-    let stderr = '';
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    createInterface({ input: child.stdout! }).on('line', (l) => probes.push(JSON.parse(l) as Probe));
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    for (let i = 0; i < 100 && probes.filter((p) => p.ok).length < 20; i++) await sleep(100);
-    assert.ok(probes.filter((p) => p.ok).length >= 20, `the prober runs: ${JSON.stringify(probes.slice(-3))} ${stderr}`);
+    const { probes, child, exited } = await startProber(client.netns, server.ip);
 
     /** Probes that started and ended inside [from, to]. */
     const within = (from: number, to: number) => probes.filter((p) => p.s >= from && p.e <= to);
@@ -174,5 +182,54 @@ describe('enrolling a running pod', { skip: needsRoot }, () => {
     }
     for (const p of enrolledWindows.flat()) assert.ok(logged(p).some((c) => c.protocol === 'HBONE'), `connection from port ${p.port} at ${p.s}: ${JSON.stringify(logged(p))}`);
     for (const w of releasedWindows) assert.deepEqual(carried.filter((c) => c.at >= w.from && c.at <= w.to), [], 'nothing carried by ztunnel while released');
+  });
+
+  test("with the client in the mesh, release and enroll the server's namespace while it connects every 5 ms: none fails; enrolled, they arrive over mTLS", async (t) => {
+    // a meshed client's ztunnel reaches the server over HBONE only once the server's node agent
+    // says ztunnel serves it (its redirection annotation), never on the label alone: before
+    // that, nothing would answer on the server's :15008
+    await ctl('label', 'ns', 'app', 'istio.io/dataplane-mode=ambient');
+    st = await mesh.status();
+    const client = pod('app/prober');
+    const server = pod('srv/server');
+    assert.equal(client.captured, true);
+    assert.equal(server.captured, true);
+    const { probes, child, exited } = await startProber(client.netns, server.ip);
+    const within = (from: number, to: number) => probes.filter((p) => p.s >= from && p.e <= to && p.ok);
+    const changes: string[] = [];
+    const mark = (what: string) => changes.push(`${Date.now()} ${what}`);
+    for (let round = 1; round <= ROUNDS; round++) {
+      mark(`round ${round} unlabel srv`);
+      await ctl('label', 'ns', 'srv', 'istio.io/dataplane-mode-');
+      mark(`round ${round} srv unlabelled`);
+      const m1 = await mtlsArrivals();
+      const t1 = Date.now();
+      await sleep(WINDOW_MS);
+      const released = within(t1, Date.now());
+      assert.ok(released.length >= 10, `round ${round}: ${released.length} connections while the server is released`);
+      assert.equal((await mtlsArrivals()) - m1, 0, `round ${round}: no mTLS arrivals while the server is released`);
+
+      mark(`round ${round} label srv`);
+      await ctl('label', 'ns', 'srv', 'istio.io/dataplane-mode=ambient');
+      mark(`round ${round} srv labelled`);
+      const m3 = await mtlsArrivals();
+      const t3 = Date.now();
+      await sleep(WINDOW_MS);
+      const enrolled = within(t3, Date.now());
+      const m4 = await mtlsArrivals();
+      assert.ok(enrolled.length >= 10, `round ${round}: ${enrolled.length} connections while the server is enrolled`);
+      assert.ok(m4 - m3 >= enrolled.length, `round ${round}: the server's ztunnel saw ${m4 - m3} mTLS connections, the client made ${enrolled.length}`);
+    }
+    child.kill('SIGTERM');
+    await exited;
+    prober = null;
+    const failed = probes.filter((p) => !p.ok);
+    t.diagnostic(`${probes.length} connections, ${failed.length} failed`);
+    if (failed.length) {
+      t.diagnostic(`failed: ${JSON.stringify(failed.slice(0, 20))}`);
+      t.diagnostic(`label changes: ${changes.join('; ')}`);
+    }
+    assert.deepEqual(failed, [], `${failed.length} of ${probes.length} connections failed`);
+    assert.ok(probes.length >= 200, `${probes.length} connections in all`);
   });
 });

@@ -71,7 +71,7 @@ describe('ambit-control --source kube', () => {
     await eventually(() => fake.get('v1', 'ConfigMap', 'ambit-system', 'ambit-root-cert'), 'the roots ConfigMap');
   });
 
-  test("a ztunnel with its projected token gets the cluster's pods, then changes", async () => {
+  test("a ztunnel with its projected token gets the cluster's pods, then changes; a pod is reached over HBONE once its node agent enrolled it", async () => {
     const roots = (fake.get('v1', 'ConfigMap', 'ambit-system', 'ambit-root-cert')!.data as Record<string, string>)['root-cert.pem']!;
     const token = fake.issueToken({ namespace: 'ambit-system', serviceAccount: 'ztunnel', podName: 'ztunnel-abcde', podUid: 'uid-z1', nodeName: 'node-1', audiences: ['ambit-ca'] });
     const link = new ControlLink(`127.0.0.1:${port}`, roots, 'node-1', token, captureLogger().log);
@@ -79,7 +79,11 @@ describe('ambit-control --source kube', () => {
     link.on('update', (u) => updates.push(u));
     link.start();
     try {
-      await eventually(() => updates.some((u) => u.workloads.some((w) => w.name === 'web-12345' && w.protocol === 'HBONE')), 'the snapshot with web-12345');
+      // in an ambient namespace, but no node agent said it serves the pod yet: plain TCP, which works
+      const first = await eventually(() => updates.find((u) => u.workloads.some((w) => w.name === 'web-12345')), 'the snapshot with web-12345');
+      assert.equal(first.workloads.find((w) => w.name === 'web-12345')!.protocol, 'TCP');
+      fake.put(pod('shop', 'web-12345', { node: 'node-1', sa: 'web', ip: '10.244.1.10', annotations: { 'ambient.istio.io/redirection': 'enabled' } }));
+      await eventually(() => updates.some((u) => u.type === 'delta' && u.workloads.some((w) => w.name === 'web-12345' && w.protocol === 'HBONE')), 'web-12345 over HBONE once annotated');
       fake.put(pod('shop', 'db-67890', { node: 'node-2', sa: 'db', ip: '10.244.2.10' }));
       await eventually(() => updates.some((u) => u.type === 'delta' && u.workloads.some((w) => w.name === 'db-67890')), 'a delta with db-67890');
       const cert = await link.sign('spiffe://cluster.local/ns/shop/sa/web', await csrFor('spiffe://cluster.local/ns/shop/sa/web'));

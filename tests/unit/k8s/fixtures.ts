@@ -36,7 +36,7 @@ export function namespace(name: string, labels: Record<string, string> = {}): Js
 }
 
 /** A running pod as kubelet reports it. */
-export function pod(ns: string, name: string, opts: { node?: string; ip?: string; sa?: string; labels?: Record<string, string>; phase?: string; uid?: string } = {}): Json {
+export function pod(ns: string, name: string, opts: { node?: string; ip?: string; sa?: string; labels?: Record<string, string>; annotations?: Record<string, string>; phase?: string; uid?: string } = {}): Json {
   const sa = opts.sa ?? 'default';
   return {
     apiVersion: 'v1',
@@ -46,6 +46,7 @@ export function pod(ns: string, name: string, opts: { node?: string; ip?: string
       namespace: ns,
       ...(opts.uid ? { uid: opts.uid } : {}),
       labels: { app: name.replace(/-[a-z0-9]{5}$/, ''), 'pod-template-hash': '7d9c6b8f5d', ...(opts.labels ?? {}) },
+      ...(opts.annotations ? { annotations: opts.annotations } : {}),
       ownerReferences: [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name: `${name}-7d9c6b8f5d`, uid: '6c1f0a6e-63a5-4d6c-9b1c-0a4c3f1e2d10', controller: true, blockOwnerDeletion: true }],
     },
     spec: {

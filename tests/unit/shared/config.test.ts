@@ -17,21 +17,22 @@ function refuses(text: string, ...fragments: string[]): void {
   );
 }
 
-function obj(kind: string, name: string, rest: Partial<KubeObject> & { namespace?: string; labels?: Record<string, string> } = {}): KubeObject {
-  const { namespace, labels, ...others } = rest;
+function obj(kind: string, name: string, rest: Partial<KubeObject> & { namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> } = {}): KubeObject {
+  const { namespace, labels, annotations, ...others } = rest;
   return {
     apiVersion: kind === 'Service' || kind === 'Pod' || kind === 'Namespace' ? 'v1' : 'x/v1',
     kind,
-    metadata: { name, ...(namespace ? { namespace } : {}), ...(labels ? { labels } : {}) },
+    metadata: { name, ...(namespace ? { namespace } : {}), ...(labels ? { labels } : {}), ...(annotations ? { annotations } : {}) },
     source: `${FILE} (document 1)`,
     ...others,
   };
 }
 
-function pod(name: string, opts: { namespace?: string; labels?: Record<string, string>; ip?: string | null; node?: string | null; phase?: string; hostNetwork?: boolean; sa?: string } = {}): KubeObject {
+function pod(name: string, opts: { namespace?: string; labels?: Record<string, string>; ip?: string | null; node?: string | null; phase?: string; hostNetwork?: boolean; sa?: string; redirection?: string } = {}): KubeObject {
   return obj('Pod', name, {
     ...(opts.namespace ? { namespace: opts.namespace } : {}),
     ...(opts.labels ? { labels: opts.labels } : {}),
+    ...(opts.redirection ? { annotations: { 'ambient.istio.io/redirection': opts.redirection } } : {}),
     spec: {
       ...(opts.node === null ? {} : { nodeName: opts.node ?? 'node-1' }),
       ...(opts.hostNetwork !== undefined ? { hostNetwork: opts.hostNetwork } : {}),
@@ -46,7 +47,7 @@ function service(name: string, spec: Record<string, unknown>, namespace?: string
 }
 
 function info(labels: Record<string, string> = {}, hostNetwork = false): PodInfo {
-  return { name: 'p', namespace: 'ns', uid: 'ns/p', serviceAccount: 'default', nodeName: 'node-1', hostNetwork, labels, ip: '10.0.0.1', phase: 'Running' };
+  return { name: 'p', namespace: 'ns', uid: 'ns/p', serviceAccount: 'default', nodeName: 'node-1', hostNetwork, labels, ip: '10.0.0.1', phase: 'Running', redirection: null };
 }
 
 describe('parseObjects', () => {
@@ -142,7 +143,7 @@ describe('parseObjects', () => {
 describe('podInfo', () => {
   test('fills defaults: namespace, uid, service account', () => {
     const p = podInfo(obj('Pod', 'web', { spec: {}, status: {} }));
-    assert.deepEqual(p, { name: 'web', namespace: 'default', uid: 'default/web', serviceAccount: 'default', nodeName: null, hostNetwork: false, labels: {}, ip: null, phase: null });
+    assert.deepEqual(p, { name: 'web', namespace: 'default', uid: 'default/web', serviceAccount: 'default', nodeName: null, hostNetwork: false, labels: {}, ip: null, phase: null, redirection: null });
   });
 
   test('reads service account (either field), node, IP, phase and uid', () => {
@@ -231,13 +232,19 @@ describe('isAmbient', () => {
 describe('translate', () => {
   const ns = (name: string, labels: Record<string, string> = {}): KubeObject => obj('Namespace', name, { labels });
 
-  test('pods become workloads with protocol by enrollment', () => {
+  test('pods become workloads with protocol by enrollment: HBONE once meant for the mesh and enabled by their node agent', () => {
     const snap = translate([
       ns('mesh', { 'istio.io/dataplane-mode': 'ambient' }),
       ns('plain'),
-      pod('a', { namespace: 'mesh', ip: '10.0.0.1', sa: 'a-sa' }),
+      pod('a', { namespace: 'mesh', ip: '10.0.0.1', sa: 'a-sa', redirection: 'enabled' }),
       pod('b', { namespace: 'plain', ip: '10.0.0.2' }),
-      pod('c', { namespace: 'mesh', ip: '10.0.0.3', labels: { 'istio.io/dataplane-mode': 'none' } }),
+      pod('c', { namespace: 'mesh', ip: '10.0.0.3', labels: { 'istio.io/dataplane-mode': 'none' }, redirection: 'enabled' }),
+      // labelled, not yet captured by its node agent: nothing listens on its :15008 yet
+      pod('d', { namespace: 'mesh', ip: '10.0.0.4' }),
+      // captured, ztunnel not serving it (yet): its traffic is refused whatever the protocol
+      pod('e', { namespace: 'mesh', ip: '10.0.0.5', redirection: 'pending' }),
+      // released (label gone), the agent not done yet: plain TCP at once, which its ztunnel still accepts
+      pod('f', { namespace: 'plain', ip: '10.0.0.6', redirection: 'enabled' }),
     ]);
     assert.deepEqual(
       snap.workloads.map((w) => [w.name, w.protocol]),
@@ -245,6 +252,9 @@ describe('translate', () => {
         ['a', 'HBONE'],
         ['b', 'TCP'],
         ['c', 'TCP'],
+        ['d', 'TCP'],
+        ['e', 'TCP'],
+        ['f', 'TCP'],
       ],
     );
     const a = snap.workloads[0]!;

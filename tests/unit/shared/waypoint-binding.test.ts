@@ -10,10 +10,11 @@ import { explain } from '../../../shared/policy/explain.js';
 import { buildL7Config } from '../../../control/waypoint-config.js';
 
 const ns = (name: string, labels: Record<string, string> = {}): KubeObject => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } });
+// every pod as its node agent leaves it once ztunnel serves it (it only counts where the labels ask for the mesh)
 const pod = (namespace: string, name: string, ip: string, labels: Record<string, string> = {}, sa = name, phase = 'Running'): KubeObject => ({
   apiVersion: 'v1',
   kind: 'Pod',
-  metadata: { name, namespace, labels },
+  metadata: { name, namespace, labels, annotations: { 'ambient.istio.io/redirection': 'enabled' } },
   spec: { nodeName: 'node-1', serviceAccountName: sa },
   status: { podIP: ip, phase },
 });
