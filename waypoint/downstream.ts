@@ -87,15 +87,50 @@ export interface Downstream {
   onAbort(cb: () => void): void;
 }
 
+/**
+ * How long a response may wait for the client to take more of it (its TCP or HTTP/2 window
+ * closed) before the exchange is cut: nginx's `send_timeout` (60 s). Without it, a client that
+ * opens no window ("tiny windows") or stops reading holds the response, and the upstream
+ * connection paused behind it, for as long as it likes.
+ */
+export const SEND_TIMEOUT_MS = 60_000;
+
+/** The client took nothing of the response for `SEND_TIMEOUT_MS`. */
+export class DownstreamStalled extends Error {
+  constructor(ms: number) {
+    super(`the client took none of the response for ${ms} ms`);
+    this.name = 'DownstreamStalled';
+  }
+}
+
+/**
+ * Waits for `onDrain` while a write is held back, at most `ms`; `onStall` is called instead
+ * when the time runs out. Returns the drain callback to hand to the writable.
+ */
+export function drainOrStall(ms: number, onDrain: () => void, onStall: (err: DownstreamStalled) => void): () => void {
+  const timer = setTimeout(() => onStall(new DownstreamStalled(ms)), ms);
+  return () => {
+    clearTimeout(timer);
+    onDrain();
+  };
+}
+
 /** Pipes an upstream body into a writable with back-pressure; counts bytes. */
-function pump(res: UpstreamResponse, write: (c: Buffer) => boolean, onDrain: (cb: () => void) => void, count: (n: number) => void): Promise<void> {
+function pump(res: UpstreamResponse, write: (c: Buffer) => boolean, onDrain: (cb: () => void) => void, count: (n: number) => void, sendTimeoutMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const body = res.body;
+    const stalled = (err: Error): void => {
+      reject(err);
+      body.destroy();
+    };
+    const resume = (): void => {
+      body.resume();
+    };
     body.on('data', (c: Buffer) => {
       count(c.length);
       if (!write(c)) {
         body.pause();
-        onDrain(() => body.resume());
+        onDrain(drainOrStall(sendTimeoutMs, resume, stalled));
       }
     });
     body.once('end', () => resolve());
@@ -113,7 +148,10 @@ export class Http2Downstream implements Downstream {
   private done = false;
   aborted = false;
 
-  constructor(readonly stream: ServerHttp2Stream) {
+  constructor(
+    readonly stream: ServerHttp2Stream,
+    private readonly sendTimeoutMs: number = SEND_TIMEOUT_MS,
+  ) {
     stream.on('error', () => undefined);
     stream.once('close', () => {
       if (this.done) return;
@@ -179,6 +217,7 @@ export class Http2Downstream implements Downstream {
       (c) => s.write(c),
       (cb) => s.once('drain', cb),
       (n) => (this.bytesSent += n),
+      this.sendTimeoutMs,
     );
     trailers = up.trailers();
     this.done = true;

@@ -9,7 +9,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
-import http2, { type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import http2, { constants as h2c, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
@@ -22,7 +22,7 @@ import { OutlierTracker, type Ejection } from '../shared/routing/outlier.js';
 import { AccessLogWriter } from './access-log.js';
 import { ReplayableBody } from './body.js';
 import { ServiceDirectory, type Destination, type WaypointConfig } from './config.js';
-import { forwardableHeaders, grpcMessage, Http2Downstream, type Downstream } from './downstream.js';
+import { forwardableHeaders, grpcMessage, Http2Downstream, SEND_TIMEOUT_MS, type Downstream } from './downstream.js';
 import { Http1Server, KEEP_ALIVE_MS, type Http1Request, type Http1ServerDownstream } from './http1-server.js';
 import { flagsText, type Exchange, type RequestContext } from './exchange.js';
 import { requestLabels, WaypointMetrics } from './metrics.js';
@@ -55,6 +55,8 @@ export interface WaypointOptions {
   h2IdleMs?: number;
   /** concurrent streams per client HTTP/2 connection (default H2_MAX_STREAMS) */
   h2MaxStreams?: number;
+  /** how long a response may wait for the client to take more of it (default SEND_TIMEOUT_MS, 60 s) */
+  sendTimeoutMs?: number;
   /** with `deps.spans`: percentage of requests traced when the client did not decide (default 100) */
   tracingSamplePercent?: number;
 }
@@ -118,6 +120,11 @@ class UpgradeDownstream implements Downstream {
 }
 
 /** Tunnels an upgraded request (WebSocket) to the chosen endpoint: request head, then bytes both ways. */
+/** Whether a stream's request arrived whole (END_STREAM), read or not yet. */
+function requestReceived(st: ServerHttp2Stream): boolean {
+  return st.readableEnded || (st as unknown as { _readableState?: { ended?: boolean } })._readableState?.ended === true;
+}
+
 function tunnel(socket: Duplex, head: Buffer, upgrade: string): Stage {
   return async (x, env) => {
     const d = x.destination!;
@@ -168,6 +175,7 @@ function tunnel(socket: Duplex, head: Buffer, upgrade: string): Stage {
 export class WaypointEngine {
   /** not listening: connections are handed to them by `serveConnection` */
   private readonly http1Server: Http1Server<RequestContext>;
+  private readonly sendTimeoutMs: number;
   readonly http2Server: http2.Http2Server;
   private readonly metrics: WaypointMetrics;
   private readonly accessLog: AccessLogWriter;
@@ -183,6 +191,8 @@ export class WaypointEngine {
   private policies!: L7PolicyIndex;
   private regexes!: RegexCache;
   private pendingH2Context: RequestContext | null = null;
+  /** the connection an HTTP/2 session is being made on (set around emitting 'connection') */
+  private pendingH2Socket: Duplex | null = null;
   private stageEnv!: StageEnv;
 
   constructor(
@@ -196,10 +206,15 @@ export class WaypointEngine {
     this.pool = new UpstreamPool(deps.connect);
     this.tracer = deps.spans ? new WaypointTracer(deps.spans, { samplePercent: options.tracingSamplePercent, random: deps.random }) : null;
     this.update(cfg);
-    this.http1Server = new Http1Server<RequestContext>({
-      request: (req, down, ctx) => void this.handleHttp1(req, down, ctx),
-      upgrade: (req, socket, head, ctx) => void this.handleUpgrade(req, socket, head, ctx),
-    });
+    this.sendTimeoutMs = options.sendTimeoutMs ?? SEND_TIMEOUT_MS;
+    this.http1Server = new Http1Server<RequestContext>(
+      {
+        request: (req, down, ctx) => void this.handleHttp1(req, down, ctx),
+        upgrade: (req, socket, head, ctx) => void this.handleUpgrade(req, socket, head, ctx),
+      },
+      Date.now,
+      this.sendTimeoutMs,
+    );
     // Streams per connection are limited (node's default is 2^32 - 1): beyond it a client's streams
     // are refused, not each given an upstream request.
     this.http2Server = http2.createServer({ maxSessionMemory: 64, settings: { maxConcurrentStreams: options.h2MaxStreams ?? H2_MAX_STREAMS } });
@@ -208,13 +223,22 @@ export class WaypointEngine {
       if (this.pendingH2Context) this.contexts.set(session, this.pendingH2Context);
       session.on('error', () => undefined);
       // closed once idle with no stream open (a quiet gRPC stream is not idle)
-      let open = 0;
+      const open = new Set<ServerHttp2Stream>();
       session.on('stream', (st: ServerHttp2Stream) => {
-        open++;
-        st.once('close', () => open--);
+        open.add(st);
+        st.once('close', () => open.delete(st));
+      });
+      // The client ended its side (an HBONE stream's END_STREAM, a TCP FIN; the connection is
+      // half-open): it sends nothing more, no request body and no WINDOW_UPDATE. Requests still
+      // receiving are cancelled (their upstream requests with them); answers under way may
+      // finish, within their window; then the session closes. Node's HTTP/2 would otherwise
+      // keep the session, and every request waiting on it, for as long as the other side stays.
+      this.pendingH2Socket?.once('end', () => {
+        for (const st of open) if (!requestReceived(st)) st.close(h2c.NGHTTP2_CANCEL);
+        if (!session.closed && !session.destroyed) session.close();
       });
       session.on('timeout', () => {
-        if (open === 0) session.destroy();
+        if (open.size === 0) session.destroy();
         // with a stream open, look again after another idle period
         else session.setTimeout(h2IdleMs);
       });
@@ -296,10 +320,12 @@ export class WaypointEngine {
       socket.unshift(buf);
       if (h2) {
         this.pendingH2Context = ctx;
+        this.pendingH2Socket = socket;
         try {
           this.http2Server.emit('connection', socket);
         } finally {
           this.pendingH2Context = null;
+          this.pendingH2Socket = null;
         }
         // after http2 has taken what is buffered (it reads it on the next tick)
         process.nextTick(() => socket.resume());
@@ -373,7 +399,7 @@ export class WaypointEngine {
     const session = stream.session;
     const sock = session?.socket as { remoteAddress?: string; remotePort?: number } | undefined;
     const c = ctx ?? this.contextOf(session, sock ?? null);
-    const down = new Http2Downstream(stream);
+    const down = new Http2Downstream(stream, this.sendTimeoutMs);
     const method = headerText(headers[':method']) || 'GET';
     const authority = headerText(headers[':authority']) || headerText(headers.host);
     if (method === 'CONNECT') {

@@ -24,7 +24,7 @@ export interface RequestContext {
 }
 
 /** Envoy's response flags, so logs and `response_flags` read as Istio users know them. */
-export type ResponseFlag = 'NR' | 'UH' | 'UF' | 'UO' | 'URX' | 'UT' | 'UC' | 'UR' | 'DC' | 'DI' | 'FI' | 'NC' | 'RBAC';
+export type ResponseFlag = 'NR' | 'UH' | 'UF' | 'UO' | 'URX' | 'UT' | 'UC' | 'UR' | 'DC' | 'DI' | 'FI' | 'NC' | 'RBAC' | 'SI';
 
 export interface Exchange {
   readonly id: string;
@@ -69,7 +69,7 @@ export interface Exchange {
 }
 
 /** Envoy's order, so the same failure always reads the same. */
-const FLAG_ORDER: readonly ResponseFlag[] = ['UH', 'UF', 'UO', 'NR', 'URX', 'DI', 'FI', 'UT', 'UC', 'UR', 'DC', 'NC', 'RBAC'];
+const FLAG_ORDER: readonly ResponseFlag[] = ['UH', 'UF', 'UO', 'NR', 'URX', 'DI', 'FI', 'UT', 'UC', 'SI', 'UR', 'DC', 'NC', 'RBAC'];
 
 export function flagsText(flags: ReadonlySet<ResponseFlag>): string {
   return flags.size === 0 ? '-' : FLAG_ORDER.filter((f) => flags.has(f)).join(',');

@@ -7,6 +7,7 @@
 import type { Duplex } from 'node:stream';
 import { chunkHeader } from './http1.js';
 import type { Body } from './body-stream.js';
+import { DownstreamStalled } from './downstream.js';
 
 export interface BodySink {
   /** false: the exchange is over, what still comes is dropped */
@@ -18,6 +19,8 @@ export interface BodySink {
   /** the body ended (the last chunk is the caller's to write) */
   end(): void;
   fail(err: Error): void;
+  /** at most this long waiting for `dst` to drain, then fail with DownstreamStalled (default: no limit) */
+  stallMs?: number;
 }
 
 /**
@@ -41,8 +44,20 @@ export function corkHead(dst: Duplex, head: string): () => void {
 
 /** Writes `body` to `dst` (chunk-framed when `chunked`), pausing it while `dst` needs to drain. */
 export function writeBody(dst: Duplex, body: Body, chunked: boolean, sink: BodySink): void {
+  let stall: NodeJS.Timeout | null = null;
+  const stopWaiting = (): void => {
+    dst.off('drain', onDrain);
+    if (stall !== null) clearTimeout(stall);
+    stall = null;
+  };
   const onDrain = (): void => {
+    stopWaiting();
     body.resume();
+  };
+  const stalled = (ms: number): void => {
+    stopWaiting();
+    sink.fail(new DownstreamStalled(ms));
+    body.destroy();
   };
   body.on('data', (c: Buffer) => {
     if (c.length === 0 || !sink.live()) return;
@@ -56,19 +71,21 @@ export function writeBody(dst: Duplex, body: Body, chunked: boolean, sink: BodyS
       sink.flush();
       body.pause();
       dst.once('drain', onDrain);
+      const ms = sink.stallMs;
+      if (ms !== undefined && stall === null) stall = setTimeout(stalled, ms, ms);
     }
   });
   body.once('end', () => {
-    dst.off('drain', onDrain);
+    stopWaiting();
     if (sink.live()) sink.end();
   });
   body.once('error', (err: Error) => {
-    dst.off('drain', onDrain);
+    stopWaiting();
     sink.fail(err);
   });
   body.once('close', () => {
     if (body.readableEnded) return;
-    dst.off('drain', onDrain);
+    stopWaiting();
     sink.fail(new Error('the body closed before its end'));
   });
 }

@@ -14,7 +14,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { HeaderMap } from '../shared/routing/filters.js';
-import { grpcMessage, type Downstream } from './downstream.js';
+import { grpcMessage, SEND_TIMEOUT_MS, type Downstream } from './downstream.js';
 import { Http1ProtocolError, lastChunk, RequestParser, responseHead, type RequestHead, type ResponseFraming } from './http1.js';
 import type { UpstreamResponse } from './upstream.js';
 import { corkHead, writeBody } from './http1-body.js';
@@ -126,6 +126,7 @@ export class Http1ServerDownstream implements Downstream {
           flush: uncork,
           end: resolve,
           fail: (err) => reject(err.message === 'the body closed before its end' ? new Error('upstream closed the response before its end') : err),
+          stallMs: this.conn.server.sendTimeoutMs,
         });
       });
     } catch (err) {
@@ -174,7 +175,7 @@ class ServerConnection<C> {
 
   constructor(
     readonly socket: Duplex,
-    private readonly server: Http1Server<C>,
+    readonly server: Http1Server<C>,
     private readonly ctx: C,
   ) {
     this.idleSince = server.now();
@@ -382,6 +383,8 @@ export class Http1Server<C> {
   constructor(
     readonly handlers: Http1Handlers<C>,
     readonly now: () => number = Date.now,
+    /** how long a response may wait for the client to read (SEND_TIMEOUT_MS) */
+    readonly sendTimeoutMs: number = SEND_TIMEOUT_MS,
   ) {}
 
   /** Serves HTTP/1.1 on `socket`; `ctx` is handed to the handlers with every request. */

@@ -22,7 +22,7 @@ import { DEFAULT_RETRY, describeOutcome, retryDecision, type AttemptOutcome } fr
 import { chance, pickBackend } from '../shared/routing/split.js';
 import type { RequestMirror, RouteRule } from '../shared/routing/types.js';
 import type { Destination, Endpoint, ServiceDirectory } from './config.js';
-import { forwardableHeaders, grpcStatusForHttp } from './downstream.js';
+import { DownstreamStalled, forwardableHeaders, grpcStatusForHttp } from './downstream.js';
 import type { Exchange, ResponseFlag } from './exchange.js';
 import { AttemptError, type PendingAttempt, type UpstreamPool, type UpstreamResponse } from './upstream.js';
 
@@ -514,7 +514,8 @@ export const forward: Stage = async (x, env) => {
         if (x.grpcStatus === null) x.grpcStatus = grpcStatusFrom(done);
       } catch (err) {
         if (!x.down.aborted) {
-          x.flags.add('UC');
+          // a client that stopped taking the response is Envoy's SI (stream idle timeout)
+          x.flags.add(err instanceof DownstreamStalled ? 'SI' : 'UC');
           x.detail = (err as Error).message;
           x.down.reset();
         }

@@ -163,7 +163,7 @@ export async function bench(
   pods: Pod[],
   services: Service[],
   yaml = '',
-  opts: { random?: () => number; now?: () => number; maxReplayBytes?: number; spans?: SpanSink; tracingSamplePercent?: number; registry?: Registry; h2IdleMs?: number; h2MaxStreams?: number } = {},
+  opts: { random?: () => number; now?: () => number; maxReplayBytes?: number; spans?: SpanSink; tracingSamplePercent?: number; registry?: Registry; h2IdleMs?: number; h2MaxStreams?: number; sendTimeoutMs?: number } = {},
 ): Promise<Bench> {
   const registry = opts.registry ?? new Registry();
   const logs: Record<string, unknown>[] = [];
@@ -189,7 +189,7 @@ export async function bench(
     log,
     metrics: registry,
     spans: opts.spans,
-  }, { maxReplayBytes: opts.maxReplayBytes, tracingSamplePercent: opts.tracingSamplePercent, h2IdleMs: opts.h2IdleMs, h2MaxStreams: opts.h2MaxStreams });
+  }, { maxReplayBytes: opts.maxReplayBytes, tracingSamplePercent: opts.tracingSamplePercent, h2IdleMs: opts.h2IdleMs, h2MaxStreams: opts.h2MaxStreams, sendTimeoutMs: opts.sendTimeoutMs });
   const b: Bench = {
     engine,
     port: 0,

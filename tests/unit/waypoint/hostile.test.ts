@@ -1,6 +1,7 @@
 // Hostile clients against the waypoint engine's HTTP/2 (h2c) side, with raw frames: rapid reset,
-// a flood of streams beyond the concurrency limit, a window that never opens. Each one is cut off
-// (GOAWAY or a closed connection) or contained, and an honest client on another connection is
+// a flood of streams beyond the concurrency limit (then gone with its requests half-sent), a window
+// that never opens; and an HTTP/1.1 client that stops reading. Each one is cut off (GOAWAY, a
+// reset or a closed connection) or contained, and an honest client on another connection is
 // served meanwhile.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -62,15 +63,27 @@ const request = (id: number, path: string, endStream = true): Buffer =>
   frame(FRAME.HEADERS, FLAG.END_HEADERS | (endStream ? FLAG.END_STREAM : 0), id, headerBlock([[':method', endStream ? 'GET' : 'POST'], [':scheme', 'http'], [':path', path], [':authority', 'reviews']]));
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const BIG = Buffer.alloc(32 * 1024 * 1024, 0x62);
+
+/** The access-log record of the request to `path`, once written. */
+async function accessOf(b: Bench, path: string): Promise<Record<string, unknown> | undefined> {
+  for (let i = 0; i < 100; i++) {
+    const r = b.logs.find((l) => l.type === 'access' && l.path === path);
+    if (r) return r;
+    await sleep(50);
+  }
+  return undefined;
+}
 
 describe('hostile HTTP/2 clients against the waypoint', () => {
   let v1: Backend;
   let b: Bench;
   const pods: Pod[] = [];
   before(async () => {
-    v1 = await httpBackend('v1');
+    // /big: a response far larger than any window and socket buffer on the way
+    v1 = await httpBackend('v1', (req, res) => res.end(req.url?.startsWith('/big') ? BIG : `v1 ${req.url}`));
     pods.push({ name: 'reviews-v1', ip: '10.1.0.11', backend: v1 });
-    b = await bench(pods, [service('reviews', '10.96.0.10', pods)], '', { h2MaxStreams: 20, h2IdleMs: 300 });
+    b = await bench(pods, [service('reviews', '10.96.0.10', pods)], '', { h2MaxStreams: 20, h2IdleMs: 300, sendTimeoutMs: 500 });
   });
   after(async () => {
     await b.close();
@@ -110,6 +123,52 @@ describe('hostile HTTP/2 clients against the waypoint', () => {
     assert.ok(dialled <= 20, `${dialled} upstream connections for 50 streams with a limit of 20`);
     assert.ok(refused >= 30, `${refused} streams refused`);
     assert.equal(honest.status, 200);
+    // the client is gone: its requests, still waiting for their bodies, are cancelled with their upstream requests
+    let busy = -1;
+    for (let i = 0; i < 40 && busy !== 0; i++) {
+      await sleep(50);
+      const up = b.engine.upstreamConnections()['10.1.0.11:8080'];
+      busy = up ? up.open - up.idle : 0;
+    }
+    assert.equal(busy, 0, 'no upstream request left behind the gone client');
+    const flooded = b.logs.filter((l) => l.type === 'access' && String(l.path).startsWith('/flood/'));
+    assert.ok(flooded.length >= 20 && flooded.every((l) => String(l.flags).includes('DC')), `the cut requests are logged, client gone (DC): ${flooded.length}`);
+  });
+
+  test('a window that never opens: the response is cut after the send timeout (SI), the upstream connection is let go, another client is served', async () => {
+    const c = await RawH2c.connect(b.port, { INITIAL_WINDOW_SIZE: 0 });
+    c.write(request(1, '/big/h2'));
+    const honest = await get(b.port, '/honest-3', { host: 'reviews' });
+    assert.equal(honest.status, 200);
+    const rec = await accessOf(b, '/big/h2');
+    for (let i = 0; i < 40 && !c.resets.includes(h2c.NGHTTP2_INTERNAL_ERROR); i++) await sleep(50);
+    c.destroy();
+    assert.ok(rec, 'the request was logged');
+    assert.equal(rec.flags, 'SI');
+    assert.match(String(rec.detail), /took none of the response for 500 ms/);
+    assert.ok(c.resets.includes(h2c.NGHTTP2_INTERNAL_ERROR), `the stream was reset: ${JSON.stringify(c.resets)}`);
+    // the upstream connection that carried the unread response is closed, not pooled
+    let up = b.engine.upstreamConnections()['10.1.0.11:8080'];
+    for (let i = 0; i < 40 && up && up.open !== up.idle; i++) {
+      await sleep(50);
+      up = b.engine.upstreamConnections()['10.1.0.11:8080'];
+    }
+    assert.ok(!up || up.open === up.idle, `no upstream connection still busy: ${JSON.stringify(up)}`);
+  });
+
+  test('an HTTP/1.1 client that stops reading: the response is cut after the send timeout (SI)', async () => {
+    const sock = net.connect(b.port, '127.0.0.1');
+    await new Promise((r) => sock.once('connect', r));
+    sock.pause();
+    sock.write('GET /big/h1 HTTP/1.1\r\nhost: reviews\r\n\r\n');
+    const rec = await accessOf(b, '/big/h1');
+    const closed = new Promise((r) => sock.once('close', r));
+    sock.resume();
+    sock.on('data', () => undefined);
+    await closed;
+    assert.ok(rec, 'the request was logged');
+    assert.equal(rec.flags, 'SI');
+    assert.ok(Number(rec['bytes.sent']) < BIG.length, `${String(rec['bytes.sent'])} bytes sent`);
   });
 
   test('an HTTP/2 connection with no stream is closed after the idle time; one with a quiet stream is not', async () => {
