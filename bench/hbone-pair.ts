@@ -80,10 +80,11 @@ function stop(child: ChildProcess): Promise<void> {
   });
 }
 
-function runBulk(port: number, bytes: number): Promise<{ gbps: number; seconds: number }> {
-  const tool = resolve(HERE, '..', '..', 'bench', 'tools', 'bulk.mjs');
+/** Runs one of bench/tools against 127.0.0.1:port; resolves with its last JSON line once it says ok. */
+function runTool(name: string, port: number, args: string[]): Promise<Record<string, any>> {
+  const tool = resolve(HERE, '..', '..', 'bench', 'tools', `${name}.mjs`);
   return new Promise((r, reject) => {
-    const c = spawn(process.execPath, [tool, '--host', '127.0.0.1', '--port', String(port), '--bytes', String(bytes)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const c = spawn(process.execPath, [tool, '--host', '127.0.0.1', '--port', String(port), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     c.stdout.on('data', (d: Buffer) => (out += d.toString()));
     c.on('exit', (code) => {
@@ -92,29 +93,21 @@ function runBulk(port: number, bytes: number): Promise<{ gbps: number; seconds: 
         if (!j.ok) throw new Error(j.error);
         r(j);
       } catch (e) {
-        reject(new Error(`bulk failed (${code}): ${(e as Error).message}`));
+        reject(new Error(`${name} failed (${code}): ${(e as Error).message}`));
       }
     });
   });
 }
 
-function runLoad(port: number, rate: number, seconds: number): Promise<{ answered: number; p50: number; p99: number }> {
-  const tool = resolve(HERE, '..', '..', 'bench', 'tools', 'loadgen.mjs');
-  return new Promise((r, reject) => {
-    const c = spawn(process.execPath, [tool, '--host', '127.0.0.1', '--port', String(port), '--rate', String(rate), '--conns', '4', '--duration', String(seconds), '--warmup', '1'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    c.on('exit', (code) => {
-      try {
-        const j = JSON.parse(out.trim().split('\n').pop()!);
-        if (!j.ok) throw new Error(j.error);
-        if (j.lost || j.errors) throw new Error(`${j.lost} lost, ${j.errors} errors`);
-        r({ answered: j.answered, p50: j.latencyMs.p50, p99: j.latencyMs.p99 });
-      } catch (e) {
-        reject(new Error(`loadgen failed (${code}): ${(e as Error).message}`));
-      }
-    });
-  });
+async function runBulk(port: number, bytes: number): Promise<{ gbps: number; seconds: number }> {
+  const j = await runTool('bulk', port, ['--bytes', String(bytes)]);
+  return { gbps: j.gbps, seconds: j.seconds };
+}
+
+async function runLoad(port: number, rate: number, seconds: number): Promise<{ answered: number; p50: number; p99: number }> {
+  const j = await runTool('loadgen', port, ['--rate', String(rate), '--conns', '4', '--duration', String(seconds), '--warmup', '1']);
+  if (j.lost || j.errors) throw new Error(`loadgen: ${j.lost} lost, ${j.errors} errors`);
+  return { answered: j.answered, p50: j.latencyMs.p50, p99: j.latencyMs.p99 };
 }
 
 async function parent(argv: string[]): Promise<void> {
