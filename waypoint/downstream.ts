@@ -8,6 +8,7 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import { constants as h2c, type ServerHttp2Stream } from 'node:http2';
 import type { HeaderMap } from '../shared/routing/filters.js';
 import type { UpstreamResponse } from './upstream.js';
+import { SEND_TIMEOUT_MS, writeBody } from './http1-body.js';
 
 /** Headers that describe one connection and never cross a proxy (RFC 9110 §7.6.1, plus HTTP/2's ban list). */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'proxy-authenticate', 'proxy-authorization', 'http2-settings']);
@@ -87,60 +88,6 @@ export interface Downstream {
   onAbort(cb: () => void): void;
 }
 
-/**
- * How long a response may wait for the client to take more of it (its TCP or HTTP/2 window
- * closed) before the exchange is cut: nginx's `send_timeout` (60 s). Without it, a client that
- * opens no window ("tiny windows") or stops reading holds the response, and the upstream
- * connection paused behind it, for as long as it likes.
- */
-export const SEND_TIMEOUT_MS = 60_000;
-
-/** The client took nothing of the response for `SEND_TIMEOUT_MS`. */
-export class DownstreamStalled extends Error {
-  constructor(ms: number) {
-    super(`the client took none of the response for ${ms} ms`);
-    this.name = 'DownstreamStalled';
-  }
-}
-
-/**
- * Waits for `onDrain` while a write is held back, at most `ms`; `onStall` is called instead
- * when the time runs out. Returns the drain callback to hand to the writable.
- */
-export function drainOrStall(ms: number, onDrain: () => void, onStall: (err: DownstreamStalled) => void): () => void {
-  const timer = setTimeout(() => onStall(new DownstreamStalled(ms)), ms);
-  return () => {
-    clearTimeout(timer);
-    onDrain();
-  };
-}
-
-/** Pipes an upstream body into a writable with back-pressure; counts bytes. */
-function pump(res: UpstreamResponse, write: (c: Buffer) => boolean, onDrain: (cb: () => void) => void, count: (n: number) => void, sendTimeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const body = res.body;
-    const stalled = (err: Error): void => {
-      reject(err);
-      body.destroy();
-    };
-    const resume = (): void => {
-      body.resume();
-    };
-    body.on('data', (c: Buffer) => {
-      count(c.length);
-      if (!write(c)) {
-        body.pause();
-        onDrain(drainOrStall(sendTimeoutMs, resume, stalled));
-      }
-    });
-    body.once('end', () => resolve());
-    body.once('error', (err) => reject(err));
-    body.once('close', () => {
-      if (!body.readableEnded) reject(new Error('upstream closed the response before its end'));
-    });
-  });
-}
-
 export class Http2Downstream implements Downstream {
   readonly protocol = 'HTTP/2' as const;
   bytesSent = 0;
@@ -212,13 +159,17 @@ export class Http2Downstream implements Downstream {
       if (s.destroyed || s.closed) return;
       s.sendTrailers(forwardableHeaders(trailers) as OutgoingHttpHeaders);
     });
-    await pump(
-      up,
-      (c) => s.write(c),
-      (cb) => s.once('drain', cb),
-      (n) => (this.bytesSent += n),
-      this.sendTimeoutMs,
-    );
+    await new Promise<void>((resolve, reject) => {
+      writeBody(s, up.body, false, {
+        live: () => true,
+        count: (n) => (this.bytesSent += n),
+        // node's HTTP/2 session sends what the stream holds by itself
+        flush: () => undefined,
+        end: resolve,
+        fail: (err) => reject(err.message === 'the body closed before its end' ? new Error('upstream closed the response before its end') : err),
+        stallMs: this.sendTimeoutMs,
+      });
+    });
     trailers = up.trailers();
     this.done = true;
     s.end();

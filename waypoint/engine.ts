@@ -22,7 +22,8 @@ import { OutlierTracker, type Ejection } from '../shared/routing/outlier.js';
 import { AccessLogWriter } from './access-log.js';
 import { ReplayableBody } from './body.js';
 import { ServiceDirectory, type Destination, type WaypointConfig } from './config.js';
-import { forwardableHeaders, grpcMessage, Http2Downstream, SEND_TIMEOUT_MS, type Downstream } from './downstream.js';
+import { forwardableHeaders, grpcMessage, Http2Downstream, type Downstream } from './downstream.js';
+import { SEND_TIMEOUT_MS } from './http1-body.js';
 import { Http1Server, KEEP_ALIVE_MS, type Http1Request, type Http1ServerDownstream } from './http1-server.js';
 import { flagsText, type Exchange, type RequestContext } from './exchange.js';
 import { requestLabels, WaypointMetrics } from './metrics.js';
@@ -119,12 +120,12 @@ class UpgradeDownstream implements Downstream {
   }
 }
 
-/** Tunnels an upgraded request (WebSocket) to the chosen endpoint: request head, then bytes both ways. */
 /** Whether a stream's request arrived whole (END_STREAM), read or not yet. */
 function requestReceived(st: ServerHttp2Stream): boolean {
   return st.readableEnded || (st as unknown as { _readableState?: { ended?: boolean } })._readableState?.ended === true;
 }
 
+/** Tunnels an upgraded request (WebSocket) to the chosen endpoint: request head, then bytes both ways. */
 function tunnel(socket: Duplex, head: Buffer, upgrade: string): Stage {
   return async (x, env) => {
     const d = x.destination!;

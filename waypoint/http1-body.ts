@@ -1,13 +1,29 @@
 /**
  * Writes a message body onto an HTTP/1.1 connection, the same for requests (./http1-client.ts)
  * and responses (./http1-server.ts): chunk-framed or as is, with back-pressure (the body pauses
- * while the connection needs to drain).
+ * while the connection needs to drain). HTTP/2 responses (./downstream.ts) use it as is, on the
+ * stream.
  */
 
 import type { Duplex } from 'node:stream';
 import { chunkHeader } from './http1.js';
 import type { Body } from './body-stream.js';
-import { DownstreamStalled } from './downstream.js';
+
+/**
+ * How long a response may wait for the client to take more of it (its TCP or HTTP/2 window
+ * closed) before the exchange is cut: nginx's `send_timeout` (60 s). Without it, a client that
+ * opens no window ("tiny windows") or stops reading holds the response, and the upstream
+ * connection paused behind it, for as long as it likes.
+ */
+export const SEND_TIMEOUT_MS = 60_000;
+
+/** The client took nothing of the response for `SEND_TIMEOUT_MS`. */
+export class DownstreamStalled extends Error {
+  constructor(ms: number) {
+    super(`the client took none of the response for ${ms} ms`);
+    this.name = 'DownstreamStalled';
+  }
+}
 
 export interface BodySink {
   /** false: the exchange is over, what still comes is dropped */

@@ -14,10 +14,10 @@
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { HeaderMap } from '../shared/routing/filters.js';
-import { grpcMessage, SEND_TIMEOUT_MS, type Downstream } from './downstream.js';
+import { grpcMessage, type Downstream } from './downstream.js';
 import { Http1ProtocolError, lastChunk, RequestParser, responseHead, type RequestHead, type ResponseFraming } from './http1.js';
 import type { UpstreamResponse } from './upstream.js';
-import { corkHead, writeBody } from './http1-body.js';
+import { corkHead, SEND_TIMEOUT_MS, writeBody } from './http1-body.js';
 import { BodyStream } from './body-stream.js';
 
 export const KEEP_ALIVE_MS = 60_000;

@@ -22,7 +22,8 @@ import { DEFAULT_RETRY, describeOutcome, retryDecision, type AttemptOutcome } fr
 import { chance, pickBackend } from '../shared/routing/split.js';
 import type { RequestMirror, RouteRule } from '../shared/routing/types.js';
 import type { Destination, Endpoint, ServiceDirectory } from './config.js';
-import { DownstreamStalled, forwardableHeaders, grpcStatusForHttp } from './downstream.js';
+import { forwardableHeaders, grpcStatusForHttp } from './downstream.js';
+import { DownstreamStalled } from './http1-body.js';
 import type { Exchange, ResponseFlag } from './exchange.js';
 import { AttemptError, type PendingAttempt, type UpstreamPool, type UpstreamResponse } from './upstream.js';
 
