@@ -26,7 +26,7 @@ import { forwardableHeaders, grpcMessage, Http2Downstream, type Downstream } fro
 import { SEND_TIMEOUT_MS } from './http1-body.js';
 import { Http1Server, KEEP_ALIVE_MS, type Http1Request, type Http1ServerDownstream } from './http1-server.js';
 import { flagsText, type Exchange, type RequestContext } from './exchange.js';
-import { requestLabels, WaypointMetrics } from './metrics.js';
+import { WaypointMetrics, workloadText } from './metrics.js';
 import { authorize, chooseEndpoint, compose, localReply, matchRoute, REQUEST_STAGES, requireRoute, injectFault, respondLocally, splitTraffic, type DestinationState, type Stage, type StageEnv } from './stages.js';
 import { UpstreamPool, type Connector } from './upstream.js';
 import { WaypointTracer } from './tracing.js';
@@ -443,7 +443,7 @@ export class WaypointEngine {
     const w = x.endpoint?.workload ?? null;
     if (x.trace) this.tracer!.end(x, x.trace, { status, flags, durationMs, waypoint: this.dir.config.waypoint });
     this.metrics.record(
-      requestLabels({
+      {
         source: x.sourceWorkload,
         sourcePrincipal: x.ctx.source.identity,
         destinationService: dstService,
@@ -453,7 +453,7 @@ export class WaypointEngine {
         status,
         grpcStatus: x.grpc ? x.grpcStatus : null,
         flags,
-      }),
+      },
       durationMs,
       x.body.bytes,
       x.down.bytesSent,
@@ -464,10 +464,10 @@ export class WaypointEngine {
       'request.id': x.id,
       'src.addr': `${x.ctx.source.ip}:${x.ctx.source.port}`,
       'src.identity': x.ctx.source.identity,
-      'src.workload': x.sourceWorkload ? `${x.sourceWorkload.namespace}/${x.sourceWorkload.name}` : null,
+      'src.workload': x.sourceWorkload ? workloadText(x.sourceWorkload).ref : null,
       'dst.service': dstService?.hostname ?? null,
       'dst.addr': x.endpoint?.key ?? null,
-      'dst.workload': w ? `${w.namespace}/${w.name}` : null,
+      'dst.workload': w ? workloadText(w).ref : null,
       method: x.method,
       path: x.path,
       authority: x.authority,

@@ -86,19 +86,37 @@ function observe(h: HistogramData, bounds: readonly number[], value: number): vo
 
 /**
  * The series of the four request metrics, kept per label set. A request looks its series up once
- * by the label values (prom-client would hash and check the 19 labels once per metric, four
- * times a request) and adds to plain numbers; the registry reads them when scraped, through the
- * views below.
+ * (prom-client would hash and check the 19 labels once per metric, four times a request) by a
+ * key of its parts, each workload's part worked out once (`workloadText`), and adds to plain
+ * numbers; the labels are built only for a new series. The registry reads the series when
+ * scraped, through the views below.
  */
 class RequestSeriesStore {
   readonly series = new Map<string, RequestSeries>();
 
-  get(labels: RequestLabels): RequestSeries {
-    let key = labels.reporter;
-    for (let i = 1; i < REQUEST_LABELS.length; i++) key += '\u0001' + labels[REQUEST_LABELS[i]!];
+  get(r: RequestParts): RequestSeries {
+    const svc = r.destinationService;
+    const key =
+      (r.source === null ? '' : workloadText(r.source).key) +
+      '\u0002' +
+      (r.sourcePrincipal ?? '') +
+      '\u0002' +
+      (svc === null ? '' : svc.hostname + '\u0001' + svc.namespace + '\u0001' + svc.name) +
+      '\u0002' +
+      (r.destination === null ? '' : workloadText(r.destination).key) +
+      '\u0002' +
+      (r.destinationPrincipal ?? '') +
+      '\u0002' +
+      r.protocol +
+      '\u0002' +
+      r.status +
+      '\u0002' +
+      (r.grpcStatus ?? '') +
+      '\u0002' +
+      r.flags;
     let s = this.series.get(key);
     if (s === undefined) {
-      s = { labels, requests: 0, duration: histogramData(DURATION_BUCKETS), requestBytes: histogramData(BYTES_BUCKETS), responseBytes: histogramData(BYTES_BUCKETS) };
+      s = { labels: requestLabels(r), requests: 0, duration: histogramData(DURATION_BUCKETS), requestBytes: histogramData(BYTES_BUCKETS), responseBytes: histogramData(BYTES_BUCKETS) };
       this.series.set(key, s);
     }
     return s;
@@ -203,8 +221,8 @@ export class WaypointMetrics {
     new RequestHistogramView(store, 'istio_response_bytes', 'Response body size in bytes', 'responseBytes', BYTES_BUCKETS).register(registry);
   }
 
-  record(labels: RequestLabels, durationMs: number, requestBytes: number, responseBytes: number): void {
-    const s = this.store.get(labels);
+  record(parts: RequestParts, durationMs: number, requestBytes: number, responseBytes: number): void {
+    const s = this.store.get(parts);
     s.requests += 1;
     observe(s.duration, DURATION_BUCKETS, durationMs);
     observe(s.requestBytes, BYTES_BUCKETS, requestBytes);
@@ -216,8 +234,31 @@ export function canonicalService(w: Workload | null | undefined): string {
   return w?.labels['service.istio.io/canonical-name'] ?? w?.labels['app.kubernetes.io/name'] ?? w?.labels.app ?? w?.name ?? 'unknown';
 }
 
-/** Labels of one request (unknown parts read "unknown", as Istio writes them). */
-export function requestLabels(r: {
+/** What telemetry writes of a workload, worked out once per workload object (a config change brings new objects). */
+export interface WorkloadText {
+  /** `namespace/name`, as the access log names it */
+  readonly ref: string;
+  readonly canonical: string;
+  readonly app: string;
+  /** its part of a metrics series key: every label it gives */
+  readonly key: string;
+}
+
+const workloadTexts = new WeakMap<Workload, WorkloadText>();
+
+export function workloadText(w: Workload): WorkloadText {
+  let t = workloadTexts.get(w);
+  if (t === undefined) {
+    const canonical = canonicalService(w);
+    const app = w.labels.app ?? 'unknown';
+    t = { ref: `${w.namespace}/${w.name}`, canonical, app, key: `${w.namespace}\u0001${w.name}\u0001${canonical}\u0001${app}` };
+    workloadTexts.set(w, t);
+  }
+  return t;
+}
+
+/** The parts of a request its metric labels come from. */
+export interface RequestParts {
   source: Workload | null;
   sourcePrincipal: string | null;
   destinationService: { hostname: string; name: string; namespace: string } | null;
@@ -227,22 +268,25 @@ export function requestLabels(r: {
   status: number;
   grpcStatus: number | null;
   flags: string;
-}): RequestLabels {
+}
+
+/** Labels of one request (unknown parts read "unknown", as Istio writes them). */
+export function requestLabels(r: RequestParts): RequestLabels {
   return {
     reporter: 'waypoint',
     source_workload: r.source?.name ?? 'unknown',
-    source_canonical_service: canonicalService(r.source),
+    source_canonical_service: r.source ? workloadText(r.source).canonical : 'unknown',
     source_workload_namespace: r.source?.namespace ?? 'unknown',
     source_principal: r.sourcePrincipal ?? 'unknown',
-    source_app: r.source?.labels.app ?? 'unknown',
+    source_app: r.source ? workloadText(r.source).app : 'unknown',
     destination_service: r.destinationService?.hostname ?? 'unknown',
     destination_service_namespace: r.destinationService?.namespace ?? 'unknown',
     destination_service_name: r.destinationService?.name ?? 'unknown',
     destination_workload: r.destination?.name ?? 'unknown',
-    destination_canonical_service: canonicalService(r.destination),
+    destination_canonical_service: r.destination ? workloadText(r.destination).canonical : 'unknown',
     destination_workload_namespace: r.destination?.namespace ?? 'unknown',
     destination_principal: r.destinationPrincipal ?? 'unknown',
-    destination_app: r.destination?.labels.app ?? 'unknown',
+    destination_app: r.destination ? workloadText(r.destination).app : 'unknown',
     request_protocol: r.protocol,
     response_code: String(r.status),
     grpc_response_status: r.grpcStatus === null ? '' : String(r.grpcStatus),

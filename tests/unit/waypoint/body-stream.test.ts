@@ -139,6 +139,57 @@ describe('BodyStream', () => {
     assert.deepEqual(seen, ['a'], 'flowing: b went out to no listener, as with a Readable');
     assert.equal(b.readableLength, 0);
   });
+
+  test('listeners are called as EventEmitter calls them: in order, once() only once, off() removes the last-added registration', () => {
+    const b = new BodyStream();
+    const seen: string[] = [];
+    const a = (): number => seen.push('a');
+    b.on('close', a);
+    b.once('close', () => seen.push('once'));
+    b.on('close', a);
+    b.on('close', () => seen.push('c'));
+    b.off('close', a);
+    assert.equal(b.listenerCount('close'), 3);
+    b.emit('close');
+    assert.deepEqual(seen, ['a', 'once', 'c']);
+    assert.equal(b.listenerCount('close'), 2, 'the once() listener went');
+    b.emit('close');
+    assert.deepEqual(seen, ['a', 'once', 'c', 'a', 'c']);
+    b.off('close', a);
+    b.off('close', a);
+    assert.equal(b.listenerCount('close'), 1, 'removing a listener that is not there changes nothing');
+  });
+
+  test('during an emit, a listener added is not called and one removed still is; other event names work too', () => {
+    const b = new BodyStream();
+    const seen: string[] = [];
+    const second = (): number => seen.push('second');
+    b.on('end', () => {
+      seen.push('first');
+      b.off('end', second);
+      b.on('end', () => seen.push('added'));
+    });
+    b.on('end', second);
+    b.emit('end');
+    assert.deepEqual(seen, ['first', 'second']);
+    b.emit('end');
+    assert.deepEqual(seen, ['first', 'second', 'first', 'added']);
+    const args: unknown[] = [];
+    b.once('custom', (x: unknown) => args.push(x));
+    assert.equal(b.emit('custom', 7), true);
+    assert.equal(b.emit('custom', 8), false, 'no listener left');
+    assert.deepEqual(args, [7]);
+  });
+
+  test('a once() listener removed with off() before the event is not called', () => {
+    const b = new BodyStream();
+    let called = false;
+    const f = (): void => void (called = true);
+    b.once('error', f);
+    b.off('error', f);
+    b.destroy(new Error('x'));
+    assert.equal(called, false);
+  });
 });
 
 describe('pipeBody', () => {

@@ -998,6 +998,29 @@ describe('upstream protocol, metrics and the access log', () => {
       { method: 'GET', path: '/missing', status: 404, flags: '-', dst: 'default/web-1', src: WEB, route: 'default' },
     );
   });
+
+  test('a workload whose labels change is counted under its new labels from the next request', async () => {
+    const series = async (): Promise<Record<string, number>> => {
+      const m = await b.registry.getSingleMetric('istio_requests_total')!.get();
+      const out: Record<string, number> = {};
+      for (const v of m.values) if (v.labels.destination_workload === 'web-1' && v.labels.response_code === '200') out[`${v.labels.destination_app}/${v.labels.destination_canonical_service}`] = v.value;
+      return out;
+    };
+    const before = await series();
+    const web1 = b.config.workloads.find((w) => w.name === 'web-1')!;
+    const labels = web1.labels;
+    try {
+      b.config.workloads = b.config.workloads.map((w) => (w === web1 ? { ...w, labels: { ...w.labels, app: 'web-next', 'service.istio.io/canonical-name': 'web-canonical' } } : w));
+      b.engine.update(b.config);
+      assert.equal((await get(b.port, '/after', { host: 'web' })).status, 200);
+      const after = await series();
+      assert.equal(after['web-next/web-canonical'], 1);
+      assert.deepEqual({ ...after, 'web-next/web-canonical': undefined }, { ...before, 'web-next/web-canonical': undefined }, 'the series under the old labels keep their counts');
+    } finally {
+      b.config.workloads = b.config.workloads.map((w) => (w.name === 'web-1' ? { ...w, labels } : w));
+      b.engine.update(b.config);
+    }
+  });
 });
 
 describe('upstream connections', () => {
