@@ -14,7 +14,8 @@ import { constants as h2c, type ClientHttp2Stream, type ServerHttp2Stream } from
 import type { Duplex } from 'node:stream';
 import { Command } from 'commander';
 import { pino } from 'pino';
-import { Registry, collectDefaultMetrics } from 'prom-client';
+import { Registry } from 'prom-client';
+import { collectProcessMetrics } from '../shared/telemetry/process-metrics.js';
 import { createLogger, parseLevel } from '../shared/telemetry/log.js';
 import { ConnectionPool } from '../shared/hbone/pool.js';
 import { HboneServer, respondError, type InboundConnect } from '../shared/hbone/server.js';
@@ -101,7 +102,7 @@ async function main(): Promise<void> {
   certs.retain(identity);
   const pool = new ConnectionPool();
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  collectProcessMetrics(registry);
   const spans = o.tracingEndpoint ? new SpanExporter({ endpoint: o.tracingEndpoint, registry, log }) : undefined;
 
   /** Opens the transport to an endpoint: HBONE to its node when it is in the mesh, else plain TCP. */

@@ -1,4 +1,5 @@
-import { Counter, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Registry } from 'prom-client';
+import { collectProcessMetrics } from '../shared/telemetry/process-metrics.js';
 
 /** Labels of Istio's TCP metrics, as dashboards expect them. */
 export const TCP_LABELS = [
@@ -47,6 +48,6 @@ export class ZtunnelMetrics {
       labelNames: ['reason', 'listener'],
       registers,
     });
-    collectDefaultMetrics({ register: this.registry });
+    collectProcessMetrics(this.registry);
   }
 }
