@@ -16,8 +16,8 @@
  *   node dist/bench/l7/engine.js [--requests N] [--warmup N] [--conns N] [--repeat N] [--dist DIR[,DIR…]]
  *
  * Closed loop: each of --conns connections sends its next request when the last is answered, so
- * the figure is the work itself. In the mesh at a fixed rate the same work costs more per request,
- * as every few requests wake the process (../wakeup.ts measures what a wake-up costs).
+ * the figure is the work itself. In the mesh at a fixed rate the process also sleeps and wakes
+ * about once per request (../wakeup.ts measures what a wake-up costs).
  *
  * With several --dist folders (builds of different trees), each run is a child process of one
  * build, alternating between them, and the medians are printed per build.
