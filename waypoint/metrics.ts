@@ -230,15 +230,13 @@ export class WaypointMetrics {
   }
 }
 
-export function canonicalService(w: Workload | null | undefined): string {
-  return w?.labels['service.istio.io/canonical-name'] ?? w?.labels['app.kubernetes.io/name'] ?? w?.labels.app ?? w?.name ?? 'unknown';
-}
-
 /** What telemetry writes of a workload, worked out once per workload object (a config change brings new objects). */
 export interface WorkloadText {
   /** `namespace/name`, as the access log names it */
   readonly ref: string;
+  /** the canonical service, as Istio derives it: service.istio.io/canonical-name, app.kubernetes.io/name, app, or the name */
   readonly canonical: string;
+  /** the app label, or "unknown" */
   readonly app: string;
   /** its part of a metrics series key: every label it gives */
   readonly key: string;
@@ -249,7 +247,7 @@ const workloadTexts = new WeakMap<Workload, WorkloadText>();
 export function workloadText(w: Workload): WorkloadText {
   let t = workloadTexts.get(w);
   if (t === undefined) {
-    const canonical = canonicalService(w);
+    const canonical = w.labels['service.istio.io/canonical-name'] ?? w.labels['app.kubernetes.io/name'] ?? w.labels.app ?? w.name;
     const app = w.labels.app ?? 'unknown';
     t = { ref: `${w.namespace}/${w.name}`, canonical, app, key: `${w.namespace}\u0001${w.name}\u0001${canonical}\u0001${app}` };
     workloadTexts.set(w, t);

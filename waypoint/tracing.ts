@@ -8,7 +8,7 @@ import type { HeaderMap } from '../shared/routing/filters.js';
 import type { Span, SpanSink } from '../shared/telemetry/span-exporter.js';
 import { continueTrace, readTraceHeaders, TraceIds, writeTraceHeaders, type TraceContext } from '../shared/telemetry/trace-context.js';
 import type { Exchange } from './exchange.js';
-import { canonicalService } from './metrics.js';
+import { workloadText } from './metrics.js';
 
 /** A request's trace at the waypoint: its context and when it started (wall clock). */
 export interface RequestTrace extends TraceContext {
@@ -107,7 +107,7 @@ export class WaypointTracer {
       startUs: trace.startUs,
       durationUs: o.durationMs * 1000,
       local: { service },
-      remote: { service: x.sourceWorkload ? `${canonicalService(x.sourceWorkload)}.${x.sourceWorkload.namespace}` : undefined, ip: x.ctx.source.ip || undefined, port: x.ctx.source.port || undefined },
+      remote: { service: x.sourceWorkload ? `${workloadText(x.sourceWorkload).canonical}.${x.sourceWorkload.namespace}` : undefined, ip: x.ctx.source.ip || undefined, port: x.ctx.source.port || undefined },
       tags,
       error,
       debug: trace.debug,
