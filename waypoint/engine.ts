@@ -120,9 +120,12 @@ class UpgradeDownstream implements Downstream {
   }
 }
 
-/** Whether a stream's request arrived whole (END_STREAM), read or not yet. */
-function requestReceived(st: ServerHttp2Stream): boolean {
-  return st.readableEnded || (st as unknown as { _readableState?: { ended?: boolean } })._readableState?.ended === true;
+/**
+ * Whether a stream's request arrived whole (END_STREAM), read or not yet: `readableEnded` only
+ * says the body was read to its end, `state.remoteClose` that the client closed its side.
+ */
+export function requestReceived(st: ServerHttp2Stream): boolean {
+  return st.readableEnded || st.state.remoteClose === 1;
 }
 
 /** Tunnels an upgraded request (WebSocket) to the chosen endpoint: request head, then bytes both ways. */

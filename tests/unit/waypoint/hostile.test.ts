@@ -15,6 +15,9 @@ class RawH2c {
   goaway: number | null = null;
   /** RST_STREAM error codes received */
   resets: number[] = [];
+  /** the stream ids of HEADERS received (answers), and of RST_STREAM received with their codes */
+  answered: number[] = [];
+  resetStreams: [number, number][] = [];
   closed = false;
   frames = 0;
   private buf = Buffer.alloc(0);
@@ -25,7 +28,12 @@ class RawH2c {
         const len = this.buf.readUIntBE(0, 3);
         const type = this.buf[3]!;
         if (type === FRAME.GOAWAY && len >= 8) this.goaway = this.buf.readUInt32BE(9 + 4);
-        if (type === FRAME.RST_STREAM && len === 4) this.resets.push(this.buf.readUInt32BE(9));
+        const id = this.buf.readUInt32BE(5) & 0x7fffffff;
+        if (type === FRAME.RST_STREAM && len === 4) {
+          this.resets.push(this.buf.readUInt32BE(9));
+          this.resetStreams.push([id, this.buf.readUInt32BE(9)]);
+        }
+        if (type === FRAME.HEADERS) this.answered.push(id);
         this.frames++;
         this.buf = this.buf.subarray(9 + len);
       }
@@ -57,6 +65,11 @@ class RawH2c {
   destroy(): void {
     this.sock.destroy();
   }
+
+  /** Ends the write side (a FIN); frames are still read. */
+  end(): void {
+    this.sock.end();
+  }
 }
 
 const request = (id: number, path: string, endStream = true): Buffer =>
@@ -81,7 +94,11 @@ describe('hostile HTTP/2 clients against the waypoint', () => {
   const pods: Pod[] = [];
   before(async () => {
     // /big: a response far larger than any window and socket buffer on the way
-    v1 = await httpBackend('v1', (req, res) => res.end(req.url?.startsWith('/big') ? BIG : `v1 ${req.url}`));
+    // /slow: answered after 200 ms
+    v1 = await httpBackend('v1', (req, res) => {
+      if (req.url?.startsWith('/slow')) setTimeout(() => res.end(`v1 ${req.url}`), 200);
+      else res.end(req.url?.startsWith('/big') ? BIG : `v1 ${req.url}`);
+    });
     pods.push({ name: 'reviews-v1', ip: '10.1.0.11', backend: v1 });
     b = await bench(pods, [service('reviews', '10.96.0.10', pods)], '', { h2MaxStreams: 20, h2IdleMs: 300, sendTimeoutMs: 500 });
   });
@@ -107,6 +124,20 @@ describe('hostile HTTP/2 clients against the waypoint', () => {
     assert.notEqual(c.goaway, null, 'the flood got a GOAWAY');
     assert.ok(reached < 50, `${reached} reset requests reached the backend`);
     assert.equal(honest.status, 200);
+  });
+
+  test('a client that ends its side: a request it sent whole is still answered, one still waiting for its body is cancelled, then the session closes', async () => {
+    const c = await RawH2c.connect(b.port);
+    await sleep(50);
+    c.write(Buffer.concat([request(1, '/slow/whole'), request(3, '/slow/unfinished', false)]));
+    await sleep(50);
+    c.end();
+    assert.equal(await c.closedWithin(3000), true, 'the session was closed');
+    assert.ok(c.answered.includes(1), `the whole request was answered (answers: ${c.answered.join(',')}; resets: ${JSON.stringify(c.resetStreams)})`);
+    assert.ok(!c.resetStreams.some(([id]) => id === 1), 'the whole request was not reset');
+    assert.deepEqual(c.resetStreams.filter(([id]) => id === 3), [[3, h2c.NGHTTP2_CANCEL]], 'the unfinished request was cancelled');
+    const unfinished = await accessOf(b, '/slow/unfinished');
+    assert.ok(String(unfinished?.flags).includes('DC'), `the cancelled request is logged, client gone (DC): ${JSON.stringify(unfinished)}`);
   });
 
   test('more streams than the limit: the ones beyond it are refused, not sent upstream', async () => {
