@@ -23,6 +23,8 @@ interface Subscriber {
 interface WaypointSubscriber {
   /** namespace/name of the waypoint's Gateway */
   key: string;
+  /** the address the waypoint connected from (its metrics listen there) */
+  ip: string | null;
   call: grpc.ServerWritableStream<WaypointWatchRequest, WaypointUpdate>;
   /** what it was last sent, to send only changes */
   sent: string;
@@ -146,6 +148,13 @@ export class ControlServer {
     return [...out].map(([node, ip]) => ({ node, ip })).sort((a, b) => a.node.localeCompare(b.node));
   }
 
+  /** Waypoint pods holding a config stream now (one entry per pod), with the address each connected from. */
+  connectedWaypoints(): { waypoint: string; ip: string | null }[] {
+    return [...this.waypointSubscribers]
+      .map((w) => ({ waypoint: w.key, ip: w.ip }))
+      .sort((a, b) => a.waypoint.localeCompare(b.waypoint) || String(a.ip).localeCompare(String(b.ip)));
+  }
+
   /** Starts serving on host:port with TLS (certificate issued by the mesh CA). Returns the bound port. */
   async listen(address: string, creds: grpc.ServerCredentials): Promise<number> {
     const server = new grpc.Server({ 'grpc.max_receive_message_length': 1024 * 1024 });
@@ -245,7 +254,7 @@ export class ControlServer {
       this.log.warn({ waypoint: `${namespace}/${name}`, peer: call.getPeer(), reason: message }, 'waypoint config stream refused');
       return refuse(grpc.status.PERMISSION_DENIED, message);
     }
-    const sub: WaypointSubscriber = { key: `${namespace}/${name}`, call, sent: '' };
+    const sub: WaypointSubscriber = { key: `${namespace}/${name}`, ip: peerIp(call.getPeer()), call, sent: '' };
     this.waypointSubscribers.add(sub);
     this.log.info({ waypoint: sub.key, peer: call.getPeer() }, 'waypoint connected');
     this.sendWaypoint(sub);

@@ -246,10 +246,11 @@ function render() {
 
 function statusLine(graph) {
   var failing = graph.targets.filter(function (t) { return !t.ok; });
-  var text = 'config v' + graph.version + ' · ' + graph.targets.length + ' ztunnel' + (graph.targets.length === 1 ? '' : 's') + ' scraped' +
+  var count = function (kind) { var n = graph.targets.filter(function (t) { return t.kind === kind; }).length; return n + ' ' + kind + (n === 1 ? '' : 's'); };
+  var text = 'config v' + graph.version + ' · ' + count('ztunnel') + ' and ' + count('waypoint') + ' scraped' +
     (graph.windowSeconds > 0 ? ' · rates over ' + graph.windowSeconds.toFixed(0) + ' s' : ' · rates after the next scrape') +
     ' · ' + new Date(graph.time).toLocaleTimeString();
-  if (failing.length) text += ' · no metrics from ' + failing.map(function (t) { return t.node + ' (' + t.error + ')'; }).join(', ');
+  if (failing.length) text += ' · no metrics from ' + failing.map(function (t) { return (t.kind === 'waypoint' ? 'waypoint ' + t.node + (t.url ? ' at ' + t.url : '') : t.node) + ' (' + t.error + ')'; }).join(', ');
   return text;
 }
 

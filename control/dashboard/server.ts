@@ -1,7 +1,7 @@
 /**
  * The dashboard's HTTP server, in the control plane: one self-contained page and its JSON API.
  *   GET /                         the page
- *   GET /api/graph                the mesh graph with rates (scrapes every ztunnel's metrics)
+ *   GET /api/graph                the mesh graph with rates (scrapes every ztunnel's and waypoint's metrics)
  *   GET /api/workload/NS/NAME     a workload: traffic, open connections, certificate, recent denies
  * It listens on localhost by default: it shows who talks to whom, for operators only.
  */
@@ -21,12 +21,14 @@ export interface DashboardSources {
   current(): { version: number; snapshot: MeshSnapshot };
   /** nodes whose ztunnel is connected, and the address it connected from */
   connectedNodes(): { node: string; ip: string | null }[];
+  /** waypoint pods that are connected (namespace/name of their waypoint), and the address each connected from */
+  connectedWaypoints?(): { waypoint: string; ip: string | null }[];
   reports: NodeReports;
   trustDomain: string;
 }
 
 export interface DashboardOptions {
-  /** port of ztunnel's Prometheus listener */
+  /** port of the ztunnels' and waypoints' Prometheus listeners */
   metricsPort?: number;
   /** rates span this window */
   windowMs?: number;
@@ -39,8 +41,13 @@ export interface DashboardOptions {
   clock?: () => number;
 }
 
-/** How a scrape of one node's ztunnel went. */
+/**
+ * How a scrape of one target went: a node's ztunnel (its TCP metrics), or a waypoint pod (its
+ * request metrics: the requests per second on the edges its traffic takes).
+ */
 export interface ScrapeStatus {
+  kind: 'ztunnel' | 'waypoint';
+  /** the ztunnel's node; for a waypoint pod, namespace/name of its waypoint */
   node: string;
   url: string | null;
   ok: boolean;
@@ -48,6 +55,12 @@ export interface ScrapeStatus {
 }
 
 export type GraphResponse = MeshGraph & { time: string; targets: ScrapeStatus[] };
+
+interface Scraped {
+  /** the target's key in the scrape history */
+  key: string;
+  status: ScrapeStatus;
+}
 
 /** GET over plain HTTP with a deadline; rejects on a status other than 200. */
 export function fetchText(url: string, timeoutMs: number): Promise<string> {
@@ -94,8 +107,9 @@ export class Dashboard {
   private readonly minScrapeGapMs: number;
   private readonly clock: () => number;
   private lastScrape = 0;
-  private scraping: Promise<ScrapeStatus[]> | null = null;
-  private statuses: ScrapeStatus[] = [];
+  private scraping: Promise<Scraped[]> | null = null;
+  /** the last scrape: each target's status, and its key in the history */
+  private scraped: Scraped[] = [];
   private lastGraph: MeshGraph | null = null;
   private server: http.Server | null = null;
 
@@ -113,30 +127,37 @@ export class Dashboard {
     return `http://${ip.includes(':') ? `[${ip}]` : ip}:${this.metricsPort}/metrics`;
   }
 
-  /** Scrapes every connected ztunnel (at most once a second, shared by concurrent callers). */
-  private scrape(): Promise<ScrapeStatus[]> {
+  /** Scrapes one target into the history under `key`. */
+  private async scrapeOne(kind: ScrapeStatus['kind'], key: string, node: string, ip: string | null): Promise<ScrapeStatus> {
+    const url = this.targetUrl(ip);
+    if (!url) return { kind, node, url, ok: false, error: `address of its ${kind} unknown` };
+    try {
+      const text = await this.fetchMetrics(url, this.scrapeTimeoutMs);
+      this.history.add(key, { time: this.clock(), samples: parsePrometheusText(text).filter((s) => GRAPH_COUNTERS.has(s.name) || s.name === 'process_start_time_seconds') });
+      return { kind, node, url, ok: true };
+    } catch (err) {
+      this.log.debug({ [kind]: node, url, err: (err as Error).message }, 'metrics scrape failed');
+      return { kind, node, url, ok: false, error: (err as Error).message };
+    }
+  }
+
+  /**
+   * Scrapes every connected ztunnel and waypoint pod (at most once a second, shared by
+   * concurrent callers). A waypoint may run several pods: each is a target of its own.
+   */
+  private scrape(): Promise<Scraped[]> {
     if (this.scraping) return this.scraping;
-    if (this.clock() - this.lastScrape < this.minScrapeGapMs) return Promise.resolve(this.statuses);
+    if (this.clock() - this.lastScrape < this.minScrapeGapMs) return Promise.resolve(this.scraped);
     this.scraping = (async () => {
-      const nodes = this.sources.connectedNodes();
-      const statuses = await Promise.all(
-        nodes.map(async ({ node, ip }): Promise<ScrapeStatus> => {
-          const url = this.targetUrl(ip);
-          if (!url) return { node, url, ok: false, error: 'address of its ztunnel unknown' };
-          try {
-            const text = await this.fetchMetrics(url, this.scrapeTimeoutMs);
-            this.history.add(node, { time: this.clock(), samples: parsePrometheusText(text).filter((s) => GRAPH_COUNTERS.has(s.name) || s.name === 'process_start_time_seconds') });
-            return { node, url, ok: true };
-          } catch (err) {
-            this.log.debug({ node, url, err: (err as Error).message }, 'metrics scrape failed');
-            return { node, url, ok: false, error: (err as Error).message };
-          }
-        }),
-      );
-      this.history.retain(new Set(nodes.map((n) => n.node)));
+      const targets = [
+        ...this.sources.connectedNodes().map(({ node, ip }) => ({ kind: 'ztunnel' as const, key: `ztunnel ${node}`, node, ip })),
+        ...(this.sources.connectedWaypoints?.() ?? []).map(({ waypoint, ip }) => ({ kind: 'waypoint' as const, key: `waypoint ${waypoint} ${ip}`, node: waypoint, ip })),
+      ];
+      const scraped = await Promise.all(targets.map(async (t) => ({ key: t.key, status: await this.scrapeOne(t.kind, t.key, t.node, t.ip) })));
+      this.history.retain(new Set(targets.map((t) => t.key)));
       this.lastScrape = this.clock();
-      this.statuses = statuses;
-      return statuses;
+      this.scraped = scraped;
+      return scraped;
     })().finally(() => {
       this.scraping = null;
     });
@@ -145,19 +166,19 @@ export class Dashboard {
 
   /** The graph now: a fresh scrape, rates over the window. */
   async graph(): Promise<GraphResponse> {
-    const targets = await this.scrape();
+    const scraped = await this.scrape();
     const rates: SeriesRate[] = [];
     let seconds = 0;
-    for (const t of targets) {
-      if (!t.ok) continue;
-      const r = this.history.rates(t.node, GRAPH_COUNTERS);
+    for (const { key, status } of scraped) {
+      if (!status.ok) continue;
+      const r = this.history.rates(key, GRAPH_COUNTERS);
       rates.push(...r.rates);
       seconds = Math.max(seconds, r.seconds);
     }
     const { version, snapshot } = this.sources.current();
     const graph = buildGraph(snapshot, version, rates, seconds, this.sources.trustDomain);
     this.lastGraph = graph;
-    return { ...graph, time: new Date(this.clock()).toISOString(), targets };
+    return { ...graph, time: new Date(this.clock()).toISOString(), targets: scraped.map((t) => t.status) };
   }
 
   /** Answers one request. */

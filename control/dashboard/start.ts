@@ -19,7 +19,7 @@ export async function startDashboard(spec: string, server: ControlServer, log: L
   const addr = parseDashboardAddress(spec);
   if (!addr) return null;
   const dashboard = new Dashboard(
-    { current: () => server.current(), connectedNodes: () => server.connectedNodes(), reports: server.reports, trustDomain: server.trustDomain },
+    { current: () => server.current(), connectedNodes: () => server.connectedNodes(), connectedWaypoints: () => server.connectedWaypoints(), reports: server.reports, trustDomain: server.trustDomain },
     log.child({ part: 'dashboard' }),
   );
   try {

@@ -105,7 +105,7 @@ describe('ambit dashboard', { skip: needsRoot }, () => {
       await page.locator(`g.node[data-id="${id}"]`).waitFor({ timeout: 15_000 });
     }
     assert.equal(await page.locator('g.node[data-id="workload:shop/client"] text.meta').textContent(), 'shop · node-1');
-    assert.match((await page.locator('#status').textContent()) ?? '', /2 ztunnels scraped/);
+    assert.match((await page.locator('#status').textContent()) ?? '', /2 ztunnels and 0 waypoints scraped/);
     assert.equal(await page.locator('g.edge.active').count(), 0);
   });
 
@@ -178,7 +178,7 @@ describe('ambit dashboard', { skip: needsRoot }, () => {
   });
 
   test('a waypoint is drawn where traffic passes it (the page on a fixed mesh with a waypoint)', async () => {
-    // local mode runs no waypoints yet: the control plane's view is given, the page is the real one
+    // the control plane's view is given (a fixed mesh, so the drawing is known), the page is the real one
     const pod = (name: string, ip: string, labels: Record<string, string> = { app: name }): Workload => ({ uid: `shop/${name}`, name, namespace: 'shop', serviceAccount: name, node: 'node-1', ip, labels, protocol: 'HBONE', ready: true });
     const snapshot = {
       workloads: [pod('client', '10.0.0.1'), pod('server', '10.0.0.2', { app: 'server' }), pod('wp-5d8f', '10.0.0.3', { 'gateway.networking.k8s.io/gateway-name': 'wp' })],

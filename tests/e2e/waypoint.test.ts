@@ -8,6 +8,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FIXTURES, TestMesh, ambit, needsRoot } from './harness.js';
 import { httpInNetns } from '../../shared/netns/http.js';
+import { DASHBOARD_PORT } from '../../cli/local/topology.js';
+import type { GraphResponse } from '../../control/dashboard/server.js';
 
 interface Load {
   byPod: Record<string, number>;
@@ -121,6 +123,21 @@ describe('waypoint', { skip: needsRoot }, () => {
     assert.ok(denied.length >= 2);
     assert.match(denied[0]!, /"src.identity":"spiffe:\/\/cluster.local\/ns\/shop\/sa\/(client|other)"/);
     assert.match(denied[0]!, /"flags":"RBAC"/);
+  });
+
+  test('the dashboard scrapes the waypoint too: the edge from the client to it shows requests per second', async () => {
+    // the dashboard listens on localhost of the control plane's netns; rates come from two scrapes at least 1 s apart
+    const graph = async (): Promise<GraphResponse> => JSON.parse((await httpInNetns(`/run/netns/${mesh.name}-fabric`, { host: '127.0.0.1', port: DASHBOARD_PORT, path: '/api/graph' })).body) as GraphResponse;
+    await graph();
+    const started = Date.now();
+    const r = await load('shop/client', 'http://echo.shop/', 200);
+    assert.equal(r.byStatus['200'], 200, JSON.stringify(r));
+    await new Promise((res) => setTimeout(res, Math.max(0, 1100 - (Date.now() - started))));
+    const g = await graph();
+    const wp = st.pods.find((p) => p.name === 'waypoint-0')!;
+    assert.deepEqual(g.targets.filter((t) => t.kind === 'waypoint'), [{ kind: 'waypoint', node: 'shop/waypoint', url: `http://${wp.ip}:15020/metrics`, ok: true }]);
+    const edge = g.edges.find((e) => e.source === 'workload:shop/client' && e.target === 'waypoint:shop/waypoint');
+    assert.ok(edge && edge.requestsPerSecond !== null && edge.requestsPerSecond > 0, `client → waypoint: ${JSON.stringify(edge)} (window ${g.windowSeconds} s)`);
   });
 
   test('deleting the waypoint refuses the service traffic (never around it) and says why; applying it again restores it', async () => {

@@ -109,6 +109,8 @@ describe('WatchWaypoint', () => {
     assert.ok(!(first instanceof Error), String(first));
     const u = first as WaypointUpdate;
     assert.deepEqual(u.config.waypoint, { name: 'waypoint', namespace: 'shop', gatewayClass: 'istio-waypoint' });
+    // the dashboard scrapes it where it connected from
+    assert.deepEqual(control.connectedWaypoints(), [{ waypoint: 'shop/waypoint', ip: '127.0.0.1' }]);
     assert.equal(u.config.services.find((s) => s.key === 'shop/web')?.waypoint, 'shop/waypoint');
     const table = u.config.routing.tables['shop/web'];
     assert.ok(table, 'route table for shop/web');
@@ -125,6 +127,7 @@ describe('WatchWaypoint', () => {
     assert.equal(w.updates.length, 2, 'no update: the broken route kept its last good version');
     assert.ok(logs.some((l) => l.object === 'HTTPRoute shop/web' && /previous version stays in force/.test(String(l.problem))), JSON.stringify(logs.slice(-5)));
     w.call.cancel();
+    await until(() => control.connectedWaypoints().length === 0);
   });
 
   test('a node token, an unknown token, or another waypoint are refused', async () => {
@@ -136,6 +139,7 @@ describe('WatchWaypoint', () => {
     const other = (await watch(WP_TOKEN, 'other').first) as grpc.ServiceError;
     assert.equal(other.code, grpc.status.PERMISSION_DENIED);
     assert.match(other.details, /runs no pod of waypoint shop\/other/);
+    assert.deepEqual(control.connectedWaypoints(), [], 'a refused caller is not scraped');
   });
 
   test('a waypoint token added to the file later is accepted without a restart', async () => {

@@ -9,8 +9,11 @@ import { NodeReports, REPORT_ACTIVE_MS, REPORT_IDLE_MS } from '../../../../contr
 import { peerIp } from '../../../../control/server.js';
 import { dashboardPage, dashboardScript } from '../../../../control/dashboard/page.js';
 import { ZtunnelMetrics } from '../../../../ztunnel/metrics.js';
+import { WaypointMetrics } from '../../../../waypoint/metrics.js';
+import { Registry } from 'prom-client';
 import { tcpLabels } from '../../../../ztunnel/connections.js';
 import type { MeshSnapshot, Workload } from '../../../../shared/model/types.js';
+import { GATEWAY_NAME_LABEL } from '../../../../shared/config/waypoint-names.js';
 
 function wl(key: string, node: string, ip: string): Workload {
   const [namespace, name] = key.split('/') as [string, string];
@@ -81,9 +84,9 @@ describe('dashboard server', () => {
     assert.deepEqual(first.edges, []);
     assert.equal(first.windowSeconds, 0);
     assert.deepEqual(first.targets, [
-      { node: 'node-1', url: 'http://10.0.0.1:15020/metrics', ok: true },
-      { node: 'node-2', url: null, ok: false, error: 'address of its ztunnel unknown' },
-      { node: 'node-3', url: 'http://[fd00::3]:15020/metrics', ok: false, error: 'connect ECONNREFUSED' },
+      { kind: 'ztunnel', node: 'node-1', url: 'http://10.0.0.1:15020/metrics', ok: true },
+      { kind: 'ztunnel', node: 'node-2', url: null, ok: false, error: 'address of its ztunnel unknown' },
+      { kind: 'ztunnel', node: 'node-3', url: 'http://[fd00::3]:15020/metrics', ok: false, error: 'connect ECONNREFUSED' },
     ]);
     const labels = tcpLabels(
       { id: 1, direction: 'outbound', src: { address: '10.0.1.1:1', workload: { name: 'client', namespace: 'shop', labels: {} } }, dst: { address: '10.0.2.1:80', workload: { name: 'server', namespace: 'shop', labels: {} } }, service: { hostname: 'server.shop.svc.cluster.local', namespace: 'shop', name: 'server' }, protocol: 'HBONE', mtls: true, started: 0 },
@@ -131,6 +134,76 @@ describe('dashboard server', () => {
     assert.equal((await get(port, '/api/graph', { host: 'evil.example:15014' })).status, 403);
     assert.equal((await get(port, '/', { host: 'localhost:15014' })).status, 200);
     assert.equal((await get(port, '/', { host: '[::1]:15014' })).status, 200);
+  });
+});
+
+describe('dashboard server with a waypoint', () => {
+  // shop/server is behind the waypoint shop/wp, which runs two pods; one of them is scraped
+  const wpPod = (name: string, ip: string): Workload => ({ ...wl(`shop/${name}`, 'node-2', ip), labels: { [GATEWAY_NAME_LABEL]: 'wp' } });
+  const mesh: MeshSnapshot = {
+    workloads: [...MESH.workloads, wpPod('wp-a', '10.0.3.1'), wpPod('wp-b', '10.0.3.2')],
+    services: [{ ...MESH.services[0]!, waypoint: 'shop/wp' }],
+    waypoints: [{ key: 'shop/wp', name: 'wp', namespace: 'shop', for: 'service', pods: ['shop/wp-a', 'shop/wp-b'], problem: null }],
+  };
+  let now = 1_000_000;
+  const ztunnel = new ZtunnelMetrics();
+  const registry = new Registry();
+  const requests = new WaypointMetrics(registry);
+  const dashboard = new Dashboard(
+    {
+      current: () => ({ version: 7, snapshot: mesh }),
+      connectedNodes: () => [{ node: 'node-1', ip: '10.0.0.1' }],
+      connectedWaypoints: () => [{ waypoint: 'shop/wp', ip: '10.0.3.1' }, { waypoint: 'shop/wp', ip: '10.0.3.2' }],
+      reports: new NodeReports(),
+      trustDomain: 'cluster.local',
+    },
+    pino({ level: 'silent' }),
+    {
+      clock: () => now,
+      minScrapeGapMs: 0,
+      fetchMetrics: async (url) => {
+        if (url === 'http://10.0.0.1:15020/metrics') return ztunnel.registry.metrics();
+        if (url === 'http://10.0.3.1:15020/metrics') return registry.metrics();
+        throw new Error('connect ECONNREFUSED');
+      },
+    },
+  );
+  let port = 0;
+  before(async () => {
+    port = await dashboard.listen('127.0.0.1', 0);
+  });
+  after(() => dashboard.close());
+
+  test('/api/graph: each waypoint pod is scraped too, and the requests it reports give the edges through it their requests per second', async () => {
+    const [client, server] = MESH.workloads as [Workload, Workload];
+    const parts = { source: client, sourcePrincipal: 'spiffe://cluster.local/ns/shop/sa/client', destinationService: { hostname: 'server.shop.svc.cluster.local', name: 'server', namespace: 'shop' }, destination: server, destinationPrincipal: 'spiffe://cluster.local/ns/shop/sa/server', protocol: 'http' as const, status: 200, grpcStatus: null, flags: '-' };
+    requests.record(parts, 1, 10, 10);
+    const first = JSON.parse((await get(port, '/api/graph')).body) as GraphResponse;
+    assert.deepEqual(first.targets, [
+      { kind: 'ztunnel', node: 'node-1', url: 'http://10.0.0.1:15020/metrics', ok: true },
+      { kind: 'waypoint', node: 'shop/wp', url: 'http://10.0.3.1:15020/metrics', ok: true },
+      { kind: 'waypoint', node: 'shop/wp', url: 'http://10.0.3.2:15020/metrics', ok: false, error: 'connect ECONNREFUSED' },
+    ]);
+    for (let i = 0; i < 40; i++) requests.record(parts, 1, 10, 10);
+    now += 4000;
+    const second = JSON.parse((await get(port, '/api/graph')).body) as GraphResponse;
+    const rps = (source: string, target: string): number | null | undefined => second.edges.find((e) => e.source === source && e.target === target)?.requestsPerSecond;
+    assert.equal(rps('workload:shop/client', 'waypoint:shop/wp'), 10);
+    assert.equal(rps('waypoint:shop/wp', 'service:shop/server'), 10);
+    assert.equal(rps('service:shop/server', 'workload:shop/server'), 10);
+    assert.equal(second.edges.find((e) => e.source === 'workload:shop/client' && e.target === 'service:shop/server'), undefined, 'no edge bypasses the waypoint');
+  });
+
+  test('the page says how many ztunnels and waypoints were scraped, and names a waypoint pod that was not', () => {
+    // the script's functions, without the lines at its end that start it in a browser
+    const context = vm.createContext({});
+    vm.runInContext(dashboardScript.slice(0, dashboardScript.lastIndexOf("document.getElementById('metric')")), context);
+    const line = vm.runInContext(
+      `statusLine({ version: 7, windowSeconds: 4, time: '2026-01-01T00:00:00Z', targets: [{ kind: 'ztunnel', node: 'node-1', ok: true }, { kind: 'waypoint', node: 'shop/wp', url: 'http://10.0.3.2:15020/metrics', ok: false, error: 'connect ECONNREFUSED' }] })`,
+      context,
+    ) as string;
+    assert.match(line, /1 ztunnel and 1 waypoint scraped/);
+    assert.match(line, /no metrics from waypoint shop\/wp at http:\/\/10\.0\.3\.2:15020\/metrics \(connect ECONNREFUSED\)/);
   });
 });
 
