@@ -302,25 +302,38 @@ export class BodyStream implements Body {
 /**
  * Writes `body` into `dst` (an HTTP/2 stream) with back-pressure and ends it after the body, as
  * `pipe()` would. When `dst` closes first, the body is destroyed: nobody reads it any more.
+ * With `stallMs`, `onStall(ms)` is called (once) when `dst` takes nothing for that long.
  */
-export function pipeBody(body: Body, dst: Writable): void {
+export function pipeBody(body: Body, dst: Writable, stallMs?: number, onStall?: (ms: number) => void): void {
+  let stall: NodeJS.Timeout | null = null;
+  const stopWaiting = (): void => {
+    dst.off('drain', onDrain);
+    if (stall !== null) clearTimeout(stall);
+    stall = null;
+  };
   const onDrain = (): void => {
+    stopWaiting();
     body.resume();
+  };
+  const stalled = (): void => {
+    stall = null;
+    onStall?.(stallMs!);
   };
   const onData = (c: Buffer): void => {
     if (!dst.write(c)) {
       body.pause();
       dst.once('drain', onDrain);
+      if (stallMs !== undefined && onStall !== undefined && stall === null) stall = setTimeout(stalled, stallMs);
     }
   };
   body.on('data', onData);
   body.once('end', () => {
-    dst.off('drain', onDrain);
+    stopWaiting();
     if (!dst.destroyed && !dst.writableEnded) dst.end();
   });
   dst.once('close', () => {
     body.off('data', onData);
-    dst.off('drain', onDrain);
+    stopWaiting();
     if (!body.readableEnded) body.destroy();
   });
 }

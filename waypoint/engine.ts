@@ -56,7 +56,11 @@ export interface WaypointOptions {
   h2IdleMs?: number;
   /** concurrent streams per client HTTP/2 connection (default H2_MAX_STREAMS) */
   h2MaxStreams?: number;
-  /** how long a response may wait for the client to take more of it (default SEND_TIMEOUT_MS, 60 s) */
+  /**
+   * how long a response may wait for the client to take more of it, and a request body for the
+   * endpoint to take more of it (default SEND_TIMEOUT_MS, 60 s: nginx's send_timeout and
+   * proxy_send_timeout)
+   */
   sendTimeoutMs?: number;
   /** with `deps.spans`: percentage of requests traced when the client did not decide (default 100) */
   tracingSamplePercent?: number;
@@ -207,10 +211,10 @@ export class WaypointEngine {
     this.maxReplayBytes = options.maxReplayBytes ?? 1024 * 1024;
     this.metrics = new WaypointMetrics(deps.metrics);
     this.accessLog = new AccessLogWriter(deps.log);
-    this.pool = new UpstreamPool(deps.connect);
+    this.sendTimeoutMs = options.sendTimeoutMs ?? SEND_TIMEOUT_MS;
+    this.pool = new UpstreamPool(deps.connect, this.sendTimeoutMs);
     this.tracer = deps.spans ? new WaypointTracer(deps.spans, { samplePercent: options.tracingSamplePercent, random: deps.random }) : null;
     this.update(cfg);
-    this.sendTimeoutMs = options.sendTimeoutMs ?? SEND_TIMEOUT_MS;
     this.http1Server = new Http1Server<RequestContext>(
       {
         request: (req, down, ctx) => void this.handleHttp1(req, down, ctx),

@@ -25,6 +25,18 @@ export class DownstreamStalled extends Error {
   }
 }
 
+/**
+ * The upstream took nothing of the request body for `SEND_TIMEOUT_MS` (nginx's
+ * `proxy_send_timeout`): without it, an endpoint that stops reading holds the request, its
+ * client and the upstream connection for as long as no route timeout is set.
+ */
+export class UpstreamStalled extends Error {
+  constructor(ms: number) {
+    super(`the upstream took none of the request body for ${ms} ms`);
+    this.name = 'UpstreamStalled';
+  }
+}
+
 export interface BodySink {
   /** false: the exchange is over, what still comes is dropped */
   live(): boolean;
@@ -35,8 +47,10 @@ export interface BodySink {
   /** the body ended (the last chunk is the caller's to write) */
   end(): void;
   fail(err: Error): void;
-  /** at most this long waiting for `dst` to drain, then fail with DownstreamStalled (default: no limit) */
+  /** at most this long waiting for `dst` to drain, then fail with `stalled(ms)` (default: no limit) */
   stallMs?: number;
+  /** the error a stall fails with (default: DownstreamStalled) */
+  stalled?: (ms: number) => Error;
 }
 
 /**
@@ -72,7 +86,7 @@ export function writeBody(dst: Duplex, body: Body, chunked: boolean, sink: BodyS
   };
   const stalled = (ms: number): void => {
     stopWaiting();
-    sink.fail(new DownstreamStalled(ms));
+    sink.fail(sink.stalled ? sink.stalled(ms) : new DownstreamStalled(ms));
     body.destroy();
   };
   body.on('data', (c: Buffer) => {

@@ -12,7 +12,7 @@
 import type { Duplex } from 'node:stream';
 import { BodyStream, type Body } from './body-stream.js';
 import { lastChunk, requestHead, ResponseParser, type RequestFraming, type ResponseHead } from './http1.js';
-import { corkHead, writeBody } from './http1-body.js';
+import { corkHead, SEND_TIMEOUT_MS, UpstreamStalled, writeBody } from './http1-body.js';
 
 /** The response body: back-pressure pauses the connection. */
 class ResponseBody extends BodyStream {
@@ -94,6 +94,8 @@ class Connection {
         fail: (err) => {
           if (this.current === x && !x.requestDone) this.fail(new Http1RequestError(`request body failed: ${err.message}`, { cause: err }));
         },
+        stallMs: this.owner.sendTimeoutMs,
+        stalled: (ms) => new UpstreamStalled(ms),
       });
     });
     return { response, exchange: x };
@@ -239,6 +241,8 @@ export class Http1Endpoint {
     private readonly dial: () => Promise<Duplex>,
     private readonly maxIdle: number,
     private readonly now: () => number = Date.now,
+    /** how long a request body may wait for the endpoint to take more of it (UpstreamStalled) */
+    readonly sendTimeoutMs: number = SEND_TIMEOUT_MS,
   ) {}
 
   /** Connections open (idle or in use). */

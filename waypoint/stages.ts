@@ -410,7 +410,10 @@ function failureReply(x: Exchange, outcome: AttemptOutcome | { kind: 'no-endpoin
     case 'overflow':
       return localReply(x, 503, 'upstream connect error or disconnect/reset before headers. reset reason: overflow', { flag: 'UO' });
     case 'timeout':
-      return localReply(x, 504, 'upstream request timeout', { flag: 'UT' });
+      localReply(x, 504, 'upstream request timeout', { flag: 'UT' });
+      // which timeout: a per-try timeout, or an endpoint that took none of the request body
+      x.detail = error;
+      return;
     case 'connect-failure':
       return localReply(x, 503, `upstream connect error or disconnect/reset before headers. reset reason: connection failure (${error})`, { flag: 'UF' });
     default:

@@ -4,7 +4,8 @@
  * waypoint's own client (./http1-client.ts: one request at a time per connection, at most
  * `MAX_IDLE_PER_ENDPOINT` kept idle); HTTP/2 has one multiplexed session per endpoint (more when
  * `maxRequestsPerConnection` retires one). Failures come back classified for retries and outlier
- * detection: connect failure, reset, refused stream.
+ * detection: connect failure, reset, refused stream, and a timeout when an endpoint takes none
+ * of the request body for the send timeout (nginx's `proxy_send_timeout`).
  */
 
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
@@ -13,11 +14,13 @@ import type { Duplex } from 'node:stream';
 import { pipeBody, type Body } from './body-stream.js';
 import type { Endpoint } from './config.js';
 import { Http1Endpoint } from './http1-client.js';
+import { SEND_TIMEOUT_MS, UpstreamStalled } from './http1-body.js';
 
 /** Opens the transport to an endpoint. */
 export type Connector = (backend: Endpoint) => Promise<Duplex>;
 
-export type AttemptFailure = 'connect-failure' | 'reset' | 'refused-stream';
+/** 'timeout': the endpoint took none of the request body for the send timeout (UpstreamStalled) */
+export type AttemptFailure = 'connect-failure' | 'reset' | 'refused-stream' | 'timeout';
 
 /** A failed attempt, with what kind of failure it was. */
 export class AttemptError extends Error {
@@ -106,7 +109,11 @@ export class UpstreamPool {
   private closed = false;
   private sweeper: NodeJS.Timeout | null = null;
 
-  constructor(private readonly connect: Connector) {}
+  constructor(
+    private readonly connect: Connector,
+    /** how long a request body may wait for an endpoint to take more of it */
+    private readonly sendTimeoutMs: number = SEND_TIMEOUT_MS,
+  ) {}
 
   /** Sends one request; the promise settles with the response headers or an AttemptError. */
   send(req: UpstreamRequest): PendingAttempt {
@@ -116,7 +123,7 @@ export class UpstreamPool {
   private endpoint(e: Endpoint): Http1Endpoint {
     let p = this.h1.get(e.key);
     if (!p) {
-      p = new Http1Endpoint(() => this.connect(e), MAX_IDLE_PER_ENDPOINT);
+      p = new Http1Endpoint(() => this.connect(e), MAX_IDLE_PER_ENDPOINT, Date.now, this.sendTimeoutMs);
       this.h1.set(e.key, p);
       if (this.sweeper === null) {
         this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
@@ -161,7 +168,8 @@ export class UpstreamPool {
       }),
       (err: unknown) => {
         if (err instanceof AttemptError) throw err;
-        throw new AttemptError('reset', (err as Error)?.message ?? String(err), { cause: err });
+        const stalled = (err as Error | undefined)?.cause instanceof UpstreamStalled;
+        throw new AttemptError(stalled ? 'timeout' : 'reset', (err as Error)?.message ?? String(err), { cause: err });
       },
     );
     response.catch(() => undefined);
@@ -248,13 +256,18 @@ export class UpstreamPool {
       s.on('trailers', (t) => {
         trailers = { ...t } as Record<string, string | string[]>;
       });
+      let stalled: UpstreamStalled | null = null;
       if (r.body !== null) {
         r.body.once('error', () => s.close(h2c.NGHTTP2_CANCEL));
-        pipeBody(r.body, s);
+        pipeBody(r.body, s, this.sendTimeoutMs, (ms) => {
+          stalled = new UpstreamStalled(ms);
+          s.close(h2c.NGHTTP2_CANCEL);
+        });
       }
       return new Promise<UpstreamResponse>((resolve, reject) => {
-        const onError = (err: Error): void => reject(h2Failure(s, err));
-        const onClose = (): void => reject(h2Failure(s, new Error(`stream closed before a response (RST_STREAM ${s.rstCode})`)));
+        const fail = (err: Error): void => reject(stalled ? new AttemptError('timeout', stalled.message, { cause: stalled }) : h2Failure(s, err));
+        const onError = (err: Error): void => fail(err);
+        const onClose = (): void => fail(new Error(`stream closed before a response (RST_STREAM ${s.rstCode})`));
         s.once('error', onError);
         s.once('close', onClose);
         s.once('response', (h, flags) => {

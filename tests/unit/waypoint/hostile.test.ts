@@ -6,6 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import http from 'node:http';
 import { constants as h2c } from 'node:http2';
 import { FLAG, FRAME, frame, headerBlock, PREFACE, settingsFrame } from '../../hostile/h2raw.js';
 import { bench, get, httpBackend, service, type Backend, type Bench, type Pod } from './harness.js';
@@ -217,4 +218,61 @@ describe('hostile HTTP/2 clients against the waypoint', () => {
     idle.destroy();
     quiet.destroy();
   });
+});
+
+describe('endpoints that stop reading the request body', () => {
+  // the deaf server accepts connections and never reads from them
+  const deafSockets = new Set<net.Socket>();
+  const deafServer = net.createServer((s) => {
+    s.pause();
+    deafSockets.add(s);
+    s.on('error', () => undefined);
+  });
+  const deaf: Backend = { name: 'deaf', port: 0, seen: [], close: async () => undefined };
+  let b: Bench;
+  before(async () => {
+    await new Promise<void>((r) => deafServer.listen(0, '127.0.0.1', r));
+    deaf.port = (deafServer.address() as net.AddressInfo).port;
+    const h1: Pod = { name: 'deaf-1', ip: '10.1.0.21', backend: deaf };
+    const h2: Pod = { name: 'deaf-2', ip: '10.1.0.22', backend: deaf };
+    b = await bench([h1, h2], [service('deaf', '10.96.0.21', [h1]), service('deaf-h2', '10.96.0.22', [h2], [{ port: 80, targetPort: 8080, name: 'http2' }])], '', { sendTimeoutMs: 500 });
+  });
+  after(async () => {
+    await b.close();
+    for (const s of deafSockets) s.destroy();
+    await new Promise((r) => deafServer.close(r));
+  });
+
+  /** POSTs BIG; resolves with the status, or 0 when the connection ended without one. */
+  const post = (host: string, path: string): Promise<number> =>
+    new Promise((resolve) => {
+      const req = http.request({ host: '127.0.0.1', port: b.port, path, method: 'POST', agent: false, headers: { host, 'content-length': String(BIG.length) } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+        res.on('error', () => resolve(res.statusCode ?? 0));
+      });
+      req.on('error', () => resolve(0));
+      req.end(BIG);
+    });
+
+  for (const [host, protocol] of [['deaf', 'HTTP/1.1'], ['deaf-h2', 'HTTP/2']] as const) {
+    // without the send timeout the request would wait for ever: the test's own limit turns that into a failure
+    test(`${protocol}: after the send timeout the request is answered 504 (UT, and why), and the upstream connection is let go`, { timeout: 15_000 }, async () => {
+      const path = `/upload/${host}`;
+      const status = await post(host, path);
+      const rec = await accessOf(b, path);
+      assert.ok(rec, 'the request was logged');
+      assert.equal(rec.status, 504, JSON.stringify(rec));
+      assert.equal(rec.flags, 'UT');
+      assert.match(String(rec.detail), /the upstream took none of the request body for 500 ms/);
+      // the client got the 504, or (its body still arriving) the connection closed with it
+      assert.ok(status === 504 || status === 0, `client saw ${status}`);
+      if (protocol === 'HTTP/1.1') {
+        // (the deaf end never reads, so it never sees the close: the waypoint's count says it)
+        const open = (): number => b.engine.upstreamConnections()['10.1.0.21:8080']?.open ?? 0;
+        for (let i = 0; i < 40 && open() > 0; i++) await sleep(50);
+        assert.equal(open(), 0, 'the waypoint closed its connection to the endpoint');
+      }
+    });
+  }
 });
