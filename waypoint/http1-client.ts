@@ -46,6 +46,10 @@ interface Exchange {
 
 function ignore(): void {}
 
+function upstreamStalled(ms: number): Error {
+  return new UpstreamStalled(ms);
+}
+
 /** One connection to an endpoint, carrying one request at a time. */
 class Connection {
   readonly parser: ResponseParser;
@@ -95,7 +99,7 @@ class Connection {
           if (this.current === x && !x.requestDone) this.fail(new Http1RequestError(`request body failed: ${err.message}`, { cause: err }));
         },
         stallMs: this.owner.sendTimeoutMs,
-        stalled: (ms) => new UpstreamStalled(ms),
+        stalled: upstreamStalled,
       });
     });
     return { response, exchange: x };
