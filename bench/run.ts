@@ -54,6 +54,7 @@ import {
   lat,
   mainTable,
   median,
+  outPathProblem,
   PATH_LABEL,
   PATHS,
   proxyTable,
@@ -151,6 +152,8 @@ function parseOptions(argv: string[]): Options {
   }
   if (o.repeat === 0) o.repeat = o.quick ? 1 : 3;
   if (!outGiven && o.quick) o.out = DEFAULT_QUICK_OUT;
+  const outProblem = outPathProblem(o.out);
+  if (outProblem) throw new UsageError(outProblem);
   return o;
 }
 

@@ -24,7 +24,7 @@ import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { frontendSessions, haproxyVersion, removeLeftoverPeer, SERVER_NAME, sslInfo, stopPeer } from '../lib/haproxy.js';
 import { children, clock, cpuSplit, flags, kernelThreads, machineCpu, memory, otherLoad, resolvePid, runCmd, sleep } from '../lib/proc.js';
-import { fmt, median } from '../lib/report.js';
+import { fmt, median, outPathProblem } from '../lib/report.js';
 import { CLI, cli, gitCommit, machine, meshDown, metricSum, ROOT, STATE_ROOT, TOOLS, tool } from '../lib/runner.js';
 import { L7_PORTS, ROUTE_PREFIX, startTrio, type Trio } from './haproxy.js';
 import {
@@ -146,6 +146,8 @@ function parseOptions(argv: string[]): Options {
   }
   if (o.repeat === 0) o.repeat = o.quick ? 1 : 3;
   if (!outGiven && o.quick) o.out = DEFAULT_QUICK_OUT;
+  const outProblem = outPathProblem(o.out);
+  if (outProblem) throw new UsageError(outProblem);
   return o;
 }
 

@@ -4,6 +4,8 @@
  * and the Markdown that goes to the console, results/latest.md and bench/README.md.
  */
 
+import { statSync } from 'node:fs';
+
 export type PathName = 'direct' | 'ambit' | 'haproxy' | 'naive';
 export const PATHS: PathName[] = ['direct', 'ambit', 'haproxy', 'naive'];
 export const PATH_LABEL: Record<PathName, string> = { direct: 'direct', ambit: 'ambit L4', haproxy: 'HAProxy pair', naive: 'naive tunnel' };
@@ -56,6 +58,23 @@ export interface Workload {
   rates: { rate: number; durationS: number; warmupS: number }[];
   churn: { workers: number; durationS: number; warmupS: number };
   idle: { wanted: number; count: number; parallel: number; settleS: number; limitNote: string | null };
+}
+
+// ---------------------------------------------------------------- options
+
+/**
+ * Why `--out PATH` cannot take the results, or null: the results are PATH (JSON) with a `.md`
+ * (and a chart) beside it, so PATH names a `.json` file, not a folder. Checked before the run,
+ * so a bad path does not lose a run of several minutes at its end.
+ */
+export function outPathProblem(path: string): string | null {
+  if (!path.endsWith('.json')) return `--out must name a .json file (the Markdown and chart are written beside it), got "${path}"`;
+  try {
+    if (statSync(path).isDirectory()) return `--out "${path}" is a folder: name a .json file in it`;
+  } catch {
+    // not there yet: it is written at the end
+  }
+  return null;
 }
 
 // ---------------------------------------------------------------- statistics
