@@ -302,28 +302,28 @@ export class BodyStream implements Body {
 /**
  * Writes `body` into `dst` (an HTTP/2 stream) with back-pressure and ends it after the body, as
  * `pipe()` would. When `dst` closes first, the body is destroyed: nobody reads it any more.
- * With `stallMs`, `onStall(ms)` is called (once) when `dst` takes nothing for that long.
+ * With `stall`, `stall.onStall()` is called (once) when `dst` takes nothing for `stall.ms`.
  */
-export function pipeBody(body: Body, dst: Writable, stallMs?: number, onStall?: (ms: number) => void): void {
-  let stall: NodeJS.Timeout | null = null;
+export function pipeBody(body: Body, dst: Writable, stall?: { ms: number; onStall(): void }): void {
+  let timer: NodeJS.Timeout | null = null;
   const stopWaiting = (): void => {
     dst.off('drain', onDrain);
-    if (stall !== null) clearTimeout(stall);
-    stall = null;
+    if (timer !== null) clearTimeout(timer);
+    timer = null;
   };
   const onDrain = (): void => {
     stopWaiting();
     body.resume();
   };
-  const stalled = (): void => {
-    stall = null;
-    onStall?.(stallMs!);
+  const stalled = (s: { onStall(): void }): void => {
+    timer = null;
+    s.onStall();
   };
   const onData = (c: Buffer): void => {
     if (!dst.write(c)) {
       body.pause();
       dst.once('drain', onDrain);
-      if (stallMs !== undefined && onStall !== undefined && stall === null) stall = setTimeout(stalled, stallMs);
+      if (stall !== undefined && timer === null) timer = setTimeout(stalled, stall.ms, stall);
     }
   };
   body.on('data', onData);

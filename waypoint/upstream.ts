@@ -259,9 +259,12 @@ export class UpstreamPool {
       let stalled: UpstreamStalled | null = null;
       if (r.body !== null) {
         r.body.once('error', () => s.close(h2c.NGHTTP2_CANCEL));
-        pipeBody(r.body, s, this.sendTimeoutMs, (ms) => {
-          stalled = new UpstreamStalled(ms);
-          s.close(h2c.NGHTTP2_CANCEL);
+        pipeBody(r.body, s, {
+          ms: this.sendTimeoutMs,
+          onStall: () => {
+            stalled = new UpstreamStalled(this.sendTimeoutMs);
+            s.close(h2c.NGHTTP2_CANCEL);
+          },
         });
       }
       return new Promise<UpstreamResponse>((resolve, reject) => {
