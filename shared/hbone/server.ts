@@ -51,7 +51,7 @@ export const HBONE_SERVER_LIMITS: Required<HboneServerOptions> = {
 
 /** Malformed requests (400) a session may send before it is dropped: a mesh peer never sends one. */
 const MAX_BAD_REQUESTS = 20;
-/** How long a refused client's socket may stay open for the GOAWAY to be read. */
+/** How long a refused client's connection stays open after its GOAWAY, for the client to read it. */
 const REFUSED_GRACE_MS = 1000;
 
 /** Errors of streams and sessions are reported through their outcome, not the emitter. */
@@ -205,12 +205,29 @@ export class HboneServer {
     this.limitEarlyResets(session, peer);
   }
 
-  /** Reports and drops a session, with this code in its GOAWAY (node's own error event is then not reported again). */
+  /**
+   * Reports and drops a session, with this code in its GOAWAY (node's own error event is then
+   * not reported again). The GOAWAY goes at once and the connection closes a moment later:
+   * closing a socket with input still unread makes the kernel send a reset, and a client that
+   * is still writing then sees only "connection reset", never why. Meanwhile nghttp2 reads on
+   * and ignores new streams, as after any GOAWAY; the streams already open end with the session.
+   */
   private refuse(session: ServerHttp2Session, flag: MeshError['flag'], reason: string, peer: string, code: number): void {
+    if (this.refused.has(session)) return;
     this.refused.add(session);
+    this.identities.delete(session);
     this.on.rejected(flag, reason, peer);
-    session.destroy(new Error(reason), code);
-    this.hardClose(peer);
+    if (session.destroyed) return;
+    try {
+      session.goaway(code);
+    } catch {
+      /* already going */
+    }
+    const raw = this.sockets.get(peer);
+    setTimeout(() => {
+      raw?.destroy();
+      session.destroy(new Error(reason), code);
+    }, REFUSED_GRACE_MS).unref();
   }
 
   /** Closes a refused client's TCP socket after a short grace for the GOAWAY to leave. */
@@ -228,7 +245,10 @@ export class HboneServer {
   private keepAlive(session: ServerHttp2Session, peer: string): void {
     let outstanding: number | null = null;
     const timer = setInterval(() => {
-      if (session.destroyed) return;
+      if (session.destroyed || this.refused.has(session)) {
+        clearInterval(timer);
+        return;
+      }
       // a drained session cannot PING (nghttp2 cancels it after a GOAWAY): its streams run to their end
       if (this.draining.has(session)) {
         clearInterval(timer);
@@ -276,6 +296,7 @@ export class HboneServer {
     const session = stream.session as ServerHttp2Session;
     const sock = session.socket;
     const peerText = `${sock.remoteAddress}:${sock.remotePort}`;
+    // none on a session not (or no longer) trusted: it was refused
     const peer = this.identities.get(session);
     if (!peer) {
       stream.close(h2c.NGHTTP2_REFUSED_STREAM);
