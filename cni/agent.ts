@@ -75,7 +75,8 @@ export const netnsRules: PodRules = {
 type Tracked = PodRecord & { state: Redirection; recovered: boolean };
 
 const ZTUNNEL_RETRY_MIN_MS = 100;
-const ZTUNNEL_RETRY_MAX_MS = 5000;
+/** short: a ztunnel being replaced drops the agent and its successor should get the pods soon after */
+const ZTUNNEL_RETRY_MAX_MS = 1000;
 const ADD_ACK_WAIT_MS = 5000;
 
 class RequestError extends Error {}
@@ -299,7 +300,7 @@ export class NodeAgent {
         rec.state = 'pending';
         void this.opts.annotate(rec.namespace, rec.name, 'pending');
       }
-      if (!this.stopped) this.opts.log.warn('ztunnel connection lost; captured pods are refused until it is back');
+      if (!this.stopped) this.opts.log.warn('ztunnel connection lost (a ztunnel being replaced serves its pods until its successor takes them; without one they are refused)');
       this.scheduleZtunnel();
     });
     return this.serial(async () => {

@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { statSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { checkAgentMessage, encodeFrame, FrameDecoder, type AgentAck } from '../shared/nodeagent/protocol.js';
 import type { Logger } from '../shared/telemetry/log.js';
@@ -13,6 +14,10 @@ const MAX_ACK_ERROR = 1024;
 /** ztunnel's end of the node-agent socket: pods to capture arrive here, each acknowledged. */
 export class NodeAgentServer {
   private server: net.Server | null = null;
+  /** the socket file this server made (a successor replaces it with its own) */
+  private inode = -1;
+  private readonly connections = new Set<net.Socket>();
+  private draining = false;
 
   constructor(private readonly path: string, private readonly pods: PodProxies, private readonly log: Logger, private readonly metrics?: ZtunnelMetrics) {}
 
@@ -29,9 +34,16 @@ export class NodeAgentServer {
       server.listen(this.path, () => resolve());
     });
     this.server = server;
+    this.inode = statSync(this.path).ino;
   }
 
   private serve(sock: net.Socket): void {
+    if (this.draining) {
+      sock.destroy();
+      return;
+    }
+    this.connections.add(sock);
+    sock.once('close', () => this.connections.delete(sock));
     const decoder = new FrameDecoder();
     const seen = new Set<string>();
     // messages of one connection are handled in order
@@ -84,6 +96,8 @@ export class NodeAgentServer {
           continue;
         }
         chain = chain.then(async () => {
+          // a draining ztunnel takes no more pods, not even those already asked for
+          if (this.draining) return;
           try {
             if (msg.type === 'add') {
               seen.add(msg.uid);
@@ -105,7 +119,23 @@ export class NodeAgentServer {
     });
   }
 
-  close(): void {
-    this.server?.close();
+  /**
+   * Lets the node agent go to the next ztunnel: its connection is dropped and no pod is taken
+   * any more. The socket file is removed only while it is still this server's: a successor
+   * that started meanwhile has replaced it with its own, which closing would delete (the
+   * listener removes its file by name).
+   */
+  drain(): void {
+    this.draining = true;
+    for (const sock of this.connections) sock.destroy();
+    let ours = false;
+    try {
+      ours = statSync(this.path).ino === this.inode;
+    } catch {
+      /* gone */
+    }
+    // the successor's file is left alone: this listener stays, refusing, until the process exits
+    if (ours) this.server?.close();
+    else this.server?.unref();
   }
 }

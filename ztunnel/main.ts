@@ -16,6 +16,7 @@ import type { ProxyContext } from './context.js';
 import { recheckOpenConnections } from './inbound.js';
 import { listen } from '../shared/net/listen.js';
 import { NodeReporter, nodeReport } from './report.js';
+import { Drain, seconds } from './drain.js';
 
 const program = new Command()
   .name('ztunnel')
@@ -29,13 +30,20 @@ const program = new Command()
   .option('--admin <host:port>', 'admin endpoint (keep it on localhost)', '127.0.0.1:15000')
   .option('--metrics <host:port>', 'Prometheus metrics', '0.0.0.0:15020')
   .option('--readiness <host:port>', 'readiness probe', '0.0.0.0:15021')
+  .option('--handover-seconds <s>', 'on SIGTERM, how long to keep serving new connections beside the next ztunnel', '5')
+  .option('--drain-seconds <s>', 'on SIGTERM, how long open connections may take to finish before they are reset', '25')
   .option('--log-level <level>', 'log level', process.env.AMBIT_LOG_LEVEL ?? 'info');
 
 async function main(): Promise<void> {
   const o = program.parse().opts<{
-    node: string; control: string; caRoot: string; tokenFile: string; agentSocket: string; trustDomain: string; admin: string; metrics: string; readiness: string; logLevel: string;
+    node: string; control: string; caRoot: string; tokenFile: string; agentSocket: string; trustDomain: string; admin: string; metrics: string; readiness: string;
+    handoverSeconds: string; drainSeconds: string; logLevel: string;
   }>();
-  const log = createLogger('ztunnel', o.logLevel).child({ node: o.node });
+  const handoverMs = seconds(o.handoverSeconds, '--handover-seconds') * 1000;
+  const deadlineMs = seconds(o.drainSeconds, '--drain-seconds') * 1000;
+  if (handoverMs > deadlineMs) throw new Error(`--handover-seconds (${o.handoverSeconds}) must not be longer than --drain-seconds (${o.drainSeconds})`);
+  // the pid tells two ztunnels of one node apart while one hands over to the other (local mode: one log file)
+  const log = createLogger('ztunnel', o.logLevel).child({ node: o.node, pid: process.pid });
   const roots = await readFile(o.caRoot, 'utf8');
   // read for every call, not once: in a cluster the kubelet rotates this projected token
   const link = new ControlLink(o.control, roots, o.node, new TokenFile(o.tokenFile), log);
@@ -83,26 +91,67 @@ async function main(): Promise<void> {
   await agent.start();
   log.info({ admin: o.admin, metrics: o.metrics, agentSocket: o.agentSocket }, 'ztunnel started');
 
-  let stopping = false;
-  const stop = (): void => {
-    if (stopping) return;
-    stopping = true;
-    log.info('draining');
-    agent.close();
+  const exit = (): void => {
     reporter.stop();
     link.stop();
     ctx.pool.close();
+    for (const s of servers) s.close();
+    ctx.certs.close();
+    setTimeout(() => process.exit(0), 200).unref();
+  };
+  // what is still open is cut: reset it, so no app reads a cut stream as a complete one
+  // (an exiting process ends an idle socket with a FIN)
+  const cut = (): void => {
+    for (const c of [...ctx.tracker.open.values()]) c.link?.abort();
+  };
+  let drain: Drain | null = null;
+  let stopping = false;
+  /** SIGINT, or a second signal: stop at once. */
+  const stopNow = (): void => {
+    if (drain) {
+      drain.stopNow();
+      return;
+    }
+    if (stopping) return;
+    stopping = true;
+    log.info('stopping now: open connections are reset');
+    agent.drain();
     void pods.close().then(() => {
-      // what is still open is cut now: reset it, so no app reads a cut stream as a complete one
-      // (an exiting process ends an idle socket with a FIN)
-      for (const c of [...ctx.tracker.open.values()]) c.link?.abort();
-      for (const s of servers) s.close();
-      ctx.certs.close();
-      setTimeout(() => process.exit(0), 200).unref();
+      cut();
+      exit();
     });
   };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
+  /** SIGTERM (an upgrade, a node drain): hand the pods over, then let open connections finish. */
+  const stopGracefully = (): void => {
+    if (stopping) {
+      stopNow();
+      return;
+    }
+    stopping = true;
+    log.info({ pods: pods.list().length, connections: pods.connections(), handoverSeconds: handoverMs / 1000, drainSeconds: deadlineMs / 1000 }, 'draining: pods go to the next ztunnel, open connections may finish');
+    // the next ztunnel reports for this node and may need the ports: in local mode ztunnels share the node's netns
+    reporter.stop();
+    for (const s of servers) s.close();
+    drain = new Drain(
+      {
+        pods: () => pods.list().length,
+        handOver: () => agent.drain(),
+        stopAccepting: async () => {
+          await pods.close();
+          log.info({ connections: pods.connections() }, 'draining: no longer accepting connections');
+        },
+        open: () => pods.connections(),
+        cut,
+      },
+      { handoverMs, deadlineMs },
+    );
+    void drain.run().then((r) => {
+      log.info({ connectionsAtStart: r.openAtStart, reset: r.cut, interrupted: r.interrupted, ms: r.ms }, 'drained');
+      exit();
+    });
+  };
+  process.on('SIGTERM', stopGracefully);
+  process.on('SIGINT', stopNow);
 }
 
 main().catch((err: Error) => {

@@ -20,6 +20,8 @@ interface LocalPod {
 export class PodProxies {
   private readonly pods = new Map<string, LocalPod>();
   private readonly adding = new Map<string, Promise<void>>();
+  /** released pods whose connections are still open */
+  private readonly releasing = new Set<LocalPodInfo>();
 
   constructor(private readonly ctx: ProxyContext) {
     ctx.certs.on('renewed', (identity, material) => {
@@ -106,6 +108,7 @@ export class PodProxies {
     p.outbound.close();
     p.inboundPlain.close();
     void p.hbone.close();
+    this.releasing.add(p.info);
     p.info.connections.release();
     this.ctx.log.info({ pod: `${p.info.namespace}/${p.info.name}`, connections: p.info.connections.count }, 'pod released');
     return true;
@@ -113,6 +116,7 @@ export class PodProxies {
 
   /** Closes a released pod's netns and lets its certificate go, once no connection needs them. */
   private finishRelease(info: LocalPodInfo): void {
+    this.releasing.delete(info);
     info.net.close();
     this.ctx.certs.release(info.identity);
   }
@@ -122,6 +126,14 @@ export class PodProxies {
     const gone = [...this.pods.keys()].filter((uid) => !keep.has(uid));
     for (const uid of gone) await this.remove(uid);
     return gone;
+  }
+
+  /** Connections open or being set up, of captured pods and of released ones. */
+  connections(): number {
+    let n = 0;
+    for (const p of this.pods.values()) n += p.info.connections.count;
+    for (const info of this.releasing) n += info.connections.count;
+    return n;
   }
 
   list(): LocalPodInfo[] {

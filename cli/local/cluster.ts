@@ -21,7 +21,8 @@ import type { UpProgress } from './progress.js';
 
 /** A process of the mesh; daemons keep how they were started so they can be restarted. */
 export interface MeshProcess {
-  role: 'control' | 'ztunnel' | 'agent' | 'pod';
+  /** `draining`: a ztunnel that was replaced and lets its open connections finish */
+  role: 'control' | 'ztunnel' | 'agent' | 'pod' | 'draining';
   name: string;
   pid: number;
   log: string;
@@ -497,9 +498,10 @@ export function readiness(state: LocalState, plan: MeshPlan, dumps: ReadonlyMap<
 export async function down(root: string, name: string, say: (l: string) => void): Promise<boolean> {
   const state = await readState(root, name);
   const procs = state?.processes ?? [];
-  // pods first, then ztunnels (so they drain), then the control plane
-  for (const role of ['pod', 'agent', 'ztunnel', 'control'] as const) {
-    await Promise.all(procs.filter((p) => p.role === role).map((p) => stopGroup(p.pid)));
+  // pods first, then ztunnels, then the control plane; ztunnels stop at once (SIGINT), not
+  // with the hand-over and drain of SIGTERM: their pods are gone and nobody takes over
+  for (const role of ['pod', 'agent', 'draining', 'ztunnel', 'control'] as const) {
+    await Promise.all(procs.filter((p) => p.role === role).map((p) => stopGroup(p.pid, 3000, stopSignal(p))));
   }
   const own = new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}-(fabric|node-\\d+|pod-\\d+)$`);
   const names = new Set([...(state?.netns ?? []), ...(await listNetns()).filter((n) => own.test(n))]);
@@ -649,28 +651,72 @@ export async function stopDaemon(o: { stateRoot: string; name: string; role: 'co
   if (!state) throw new Error(`no local mesh named "${o.name}" is up`);
   const p = state.processes.find((x) => x.role === o.role && (o.role === 'control' || x.name === o.node));
   if (!p) throw new Error(o.role === 'control' ? 'no control plane in this mesh' : `no ${o.role} on node "${o.node ?? ''}"; nodes: ${state.plan.nodes.map((n) => n.name).join(', ')}`);
-  await stopGroup(p.pid);
+  await stopGroup(p.pid, 3000, stopSignal(p));
   return p;
+}
+
+/** How a process of the mesh is stopped now: ztunnels take SIGTERM as the start of a hand-over and drain. */
+function stopSignal(p: MeshProcess): NodeJS.Signals {
+  return p.role === 'ztunnel' || p.role === 'draining' ? 'SIGINT' : 'SIGTERM';
 }
 
 /** Starts a daemon again the way `up` started it (restarting it if it runs). */
 export async function startDaemon(o: { stateRoot: string; name: string; role: 'control' | 'ztunnel' | 'agent'; node?: string }): Promise<MeshProcess> {
   const state = await readState(o.stateRoot, o.name);
   if (!state) throw new Error(`no local mesh named "${o.name}" is up`);
+  const running = state.processes.find((x) => x.role === o.role && (o.role === 'control' || x.name === o.node));
+  if (running?.role === 'ztunnel' && alive(running.pid)) return (await replaceZtunnel(state, running)).next;
   const p = await stopDaemon(o);
   if (!p.argv || !p.netns) throw new Error(`${p.role} ${p.name} was not started by this version of ambit; recreate the mesh`);
   p.pid = spawnInNetns(p.netns, p.argv, { log: p.log });
   const i = state.processes.findIndex((x) => x.role === p.role && x.name === p.name);
   state.processes[i] = p;
   await writeState(state);
-  if (p.role === 'ztunnel') {
-    const n = state.plan.nodes.find((x) => x.name === p.name)!;
-    await waitFor(`ztunnel on ${n.name} to be ready (log: ${p.log})`, async () => {
-      if (!alive(p.pid)) throw new Error('ztunnel exited');
-      return (await httpInNetns(netnsPath(n.netns), { host: n.ip, port: 15021, path: '/healthz/ready' })).status === 200;
-    }, 20_000);
-  }
+  if (p.role === 'ztunnel') await waitForZtunnel(state, p);
   return p;
+}
+
+async function waitForZtunnel(state: LocalState, p: MeshProcess): Promise<NodePlan> {
+  const n = state.plan.nodes.find((x) => x.name === p.name)!;
+  await waitFor(`ztunnel on ${n.name} to be ready (log: ${p.log})`, async () => {
+    if (!alive(p.pid)) throw new Error('ztunnel exited');
+    return (await httpInNetns(netnsPath(n.netns), { host: n.ip, port: 15021, path: '/healthz/ready' })).status === 200;
+  }, 20_000);
+  return n;
+}
+
+/** The pods a node's ztunnel serves, "namespace/name", from its admin endpoint. */
+async function capturedBy(n: NodePlan): Promise<string[]> {
+  const r = await httpInNetns(netnsPath(n.netns), { host: '127.0.0.1', port: 15000, path: '/config_dump' });
+  return (JSON.parse(r.body) as { capturedPods: { namespace: string; name: string }[] }).capturedPods.map((x) => `${x.namespace}/${x.name}`);
+}
+
+/**
+ * Replaces a running ztunnel the way the DaemonSet's rolling update does (maxSurge): the old
+ * one is sent SIGTERM, lets the node agent go and frees its ports, but keeps serving its pods
+ * while the new one starts and the agent hands the pods to it; then the old one drains.
+ * Resolves once the new one serves every pod the old one did.
+ */
+async function replaceZtunnel(state: LocalState, old: MeshProcess): Promise<{ next: MeshProcess; old: MeshProcess }> {
+  if (!old.argv || !old.netns) throw new Error(`ztunnel ${old.name} was not started by this version of ambit; recreate the mesh`);
+  const n = state.plan.nodes.find((x) => x.name === old.name)!;
+  const pods = await capturedBy(n);
+  process.kill(old.pid, 'SIGTERM');
+  // the new one binds the node's admin, metrics and readiness ports, which the old one lets go first
+  await waitFor(`the ztunnel on ${n.name} being replaced to free its ports (log: ${old.log})`, async () => {
+    if (!alive(old.pid)) return true;
+    return httpInNetns(netnsPath(n.netns), { host: n.ip, port: 15021, path: '/healthz/ready' }).then(() => false, () => true);
+  }, 5000, 20);
+  const next: MeshProcess = { ...old, pid: spawnInNetns(old.netns, old.argv, { log: old.log }) };
+  const draining: MeshProcess = { role: 'draining', name: old.name, pid: old.pid, log: old.log };
+  state.processes = [...state.processes.filter((x) => x !== old && (x.role !== 'draining' || alive(x.pid))), next, draining];
+  await writeState(state);
+  await waitForZtunnel(state, next);
+  await waitFor(`the node agent on ${n.name} to hand ${pods.length} pod(s) to the new ztunnel`, async () => {
+    const now = new Set(await capturedBy(n));
+    return pods.every((x) => now.has(x));
+  }, 20_000);
+  return { next, old: draining };
 }
 
 /**

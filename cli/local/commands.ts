@@ -164,8 +164,10 @@ export function localCommand(): Command {
         if (component !== 'control' && component !== 'ztunnel' && component !== 'agent') throw new Error(`unknown component "${component}": control, ztunnel or agent`);
         await checkPrerequisites();
         const args = { stateRoot: o.stateDir, name: o.name, role: component, node: o.node } as const;
+        const before = component === 'ztunnel' && verb !== 'stop' ? (await readState(o.stateDir, o.name))?.processes.find((x) => x.role === 'ztunnel' && x.name === o.node) : undefined;
         const p = verb === 'stop' ? await stopDaemon(args) : await startDaemon(args);
         console.log(`${component}${component === 'control' ? '' : ` on ${o.node}`} ${verb === 'stop' ? 'stopped' : `running (pid ${p.pid})`}`);
+        if (before && before.pid !== p.pid && alive(before.pid)) console.log(`the ztunnel it replaced (pid ${before.pid}) handed its pods over and lets its open connections finish before it exits (log: ${before.log})`);
       });
   }
 

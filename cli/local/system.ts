@@ -60,8 +60,8 @@ export function alive(pid: number): boolean {
   }
 }
 
-/** Stops a process group: SIGTERM, then SIGKILL after the grace period. */
-export async function stopGroup(pid: number, graceMs = 3000): Promise<void> {
+/** Stops a process group: SIGTERM (or `first`), then SIGKILL after the grace period. */
+export async function stopGroup(pid: number, graceMs = 3000, first: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   const signal = (sig: NodeJS.Signals): void => {
     try {
       process.kill(-pid, sig);
@@ -73,7 +73,7 @@ export async function stopGroup(pid: number, graceMs = 3000): Promise<void> {
       }
     }
   };
-  signal('SIGTERM');
+  signal(first);
   const until = Date.now() + graceMs;
   while (alive(pid) && Date.now() < until) await sleep(50);
   if (alive(pid)) signal('SIGKILL');

@@ -9,6 +9,15 @@ import { httpInNetns } from '../../shared/netns/http.js';
 import { podRulesInstalled, readPodRules } from '../../shared/redirect/apply.js';
 import { expectedChainRules } from '../../shared/redirect/rules.js';
 
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 describe('CNI plugin and node agent', { skip: needsRoot }, () => {
   const mesh = new TestMesh(`cni${process.pid % 100000}`);
   type Status = Awaited<ReturnType<TestMesh['status']>>;
@@ -112,6 +121,47 @@ describe('CNI plugin and node agent', { skip: needsRoot }, () => {
     assert.equal(await podRulesInstalled(`/run/netns/${pod('mesh/client').netns}`), true, 'exactly one copy of each rule');
     const r = await mesh.client('mesh/client', ['whoami', 'server.mesh', '80']);
     assert.equal((r.reply as { pod: string }).pod, 'mesh/server');
+  });
+
+  test('a ztunnel restart hands its pods over: an open connection lives on, and no new connection is refused', async () => {
+    const server = pod('mesh/server').ip;
+    // one echo connection held across the restart, pinging once a second
+    const held = mesh.client('mesh/client', ['hold', server, '9003', '9'], 60_000);
+    await new Promise((r) => setTimeout(r, 1500));
+    // new connections one after another, from before the restart until after the old ztunnel stopped accepting
+    let probing = true;
+    const probes: Record<string, unknown>[] = [];
+    const prober = (async () => {
+      while (probing) probes.push(await mesh.client('mesh/client', ['whoami', server, '9000']));
+    })();
+    await new Promise((r) => setTimeout(r, 500));
+    const out = await ctl('restart', 'ztunnel', '--node', 'node-1');
+    const oldPid = Number(/the ztunnel it replaced \(pid (\d+)\)/.exec(out)?.[1]);
+    assert.ok(oldPid > 0, `the old ztunnel drains: ${out}`);
+    assert.deepEqual(await captured('node-1'), ['mesh/client', 'mesh/early'], 'the new ztunnel serves the pods');
+    // past the hand-over (5 s): the old ztunnel has closed its listeners
+    await new Promise((r) => setTimeout(r, 6000));
+    probing = false;
+    await prober;
+    const failed = probes.filter((p) => !p.ok);
+    assert.ok(probes.length >= 10, `${probes.length} connections tried`);
+    assert.deepEqual(failed, [], `of ${probes.length} new connections during the restart, these failed`);
+    const h = await held;
+    assert.equal(h.ok, true, `the connection opened before the restart carried every ping: ${JSON.stringify(h)}`);
+    // the old one exits once its last connection ended, long before its drain deadline (25 s)
+    const log = join(mesh.stateDir, mesh.name, 'logs', 'ztunnel-node-1.log');
+    let drained: Record<string, unknown> | undefined;
+    for (let i = 0; i < 50 && !drained; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const lines = (await readFile(log, 'utf8')).trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+      drained = lines.find((l) => l.msg === 'drained');
+    }
+    assert.ok(drained, 'the old ztunnel logged the end of its drain');
+    assert.equal(drained.reset, 0, `nothing was cut: ${JSON.stringify(drained)}`);
+    assert.ok((drained.connectionsAtStart as number) >= 1, JSON.stringify(drained));
+    assert.ok((drained.ms as number) < 15_000, JSON.stringify(drained));
+    for (let i = 0; i < 20 && isAlive(oldPid); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(isAlive(oldPid), false, 'the old ztunnel exited');
   });
 
   test('while ztunnel is stopped its pods fail closed; after a restart the agent re-sends them', async () => {

@@ -54,7 +54,7 @@ before(async () => {
 });
 
 after(async () => {
-  server.close();
+  server.drain();
   await rm(dir, { recursive: true, force: true });
 });
 

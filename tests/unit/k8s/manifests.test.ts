@@ -178,6 +178,17 @@ describe('manifests', () => {
     assert.ok(flagValue(c.args as string[], '--token-file')!.endsWith(`/${token.projected.sources[0]!.serviceAccountToken.path}`));
   });
 
+  test('ztunnel upgrades hand over: the new one starts beside the old (maxSurge), and the drain ends inside the grace period', () => {
+    const zt = find(all(), 'DaemonSet', 'ztunnel')!;
+    const rolling = ((zt.spec as Json).updateStrategy as { type: string; rollingUpdate: Json }).rollingUpdate;
+    assert.deepEqual(rolling, { maxSurge: 1, maxUnavailable: 0 }, 'never a moment without a ztunnel on the node');
+    const args = containers(zt)[0]!.args as string[];
+    const handover = Number(flagValue(args, '--handover-seconds'));
+    const drain = Number(flagValue(args, '--drain-seconds'));
+    assert.ok(handover > 0 && drain >= handover, `hand-over ${handover} s within a drain of ${drain} s`);
+    assert.ok(drain < (podSpec(zt).terminationGracePeriodSeconds as number), 'the drain ends before the kubelet kills the pod');
+  });
+
   test('CNI: host network, /etc/cni/net.d and /opt/cni/bin mounted, privileged; the node-agent socket dir is the same hostPath in both DaemonSets', () => {
     const objs = all();
     const cni = find(objs, 'DaemonSet', 'ambit-cni')!;
