@@ -190,6 +190,7 @@ export class WaypointEngine {
   private readonly pool: UpstreamPool;
   private readonly states = new Map<string, TrackedState>();
   private readonly sessions = new Set<ServerHttp2Session>();
+  private draining = false;
   private readonly active = new Map<string, number>();
   private readonly contexts = new WeakMap<object, RequestContext>();
   private readonly maxReplayBytes: number;
@@ -230,6 +231,8 @@ export class WaypointEngine {
     this.http2Server.on('session', (session: ServerHttp2Session) => {
       if (this.pendingH2Context) this.contexts.set(session, this.pendingH2Context);
       session.on('error', () => undefined);
+      // shutting down: the requests that came with it are served, then GOAWAY
+      if (this.draining) setImmediate(() => closeGracefully(session));
       // closed once idle with no stream open (a quiet gRPC stream is not idle)
       const open = new Set<ServerHttp2Stream>();
       session.on('stream', (st: ServerHttp2Stream) => {
@@ -243,7 +246,7 @@ export class WaypointEngine {
       // keep the session, and every request waiting on it, for as long as the other side stays.
       this.pendingH2Socket?.once('end', () => {
         for (const st of open) if (!requestReceived(st)) st.close(h2c.NGHTTP2_CANCEL);
-        if (!session.closed && !session.destroyed) session.close();
+        closeGracefully(session);
       });
       session.on('timeout', () => {
         if (open.size === 0) session.destroy();
@@ -509,6 +512,17 @@ export class WaypointEngine {
     return out;
   }
 
+  /**
+   * Shutting down: clients are asked to go, and requests under way finish. HTTP/1.1 connections
+   * close after their response under way (`connection: close`), idle ones now; HTTP/2 clients
+   * get a GOAWAY, and their sessions close once their streams have ended.
+   */
+  drain(): void {
+    this.draining = true;
+    this.http1Server.drain();
+    for (const s of this.sessions) closeGracefully(s);
+  }
+
   /** Closes pooled upstream connections and the client connections handed in. */
   async close(): Promise<void> {
     this.pool.close();
@@ -516,4 +530,9 @@ export class WaypointEngine {
     for (const s of this.sessions) s.destroy();
     this.sessions.clear();
   }
+}
+
+/** GOAWAY, then the session closes once its streams have ended. */
+function closeGracefully(session: ServerHttp2Session): void {
+  if (!session.closed && !session.destroyed) session.close();
 }

@@ -179,6 +179,7 @@ class ServerConnection<C> {
     private readonly ctx: C,
   ) {
     this.idleSince = server.now();
+    if (server.draining) this.closing = true;
     this.parser = new RequestParser({
       head: (h) => this.onHead(h),
       data: (c) => this.onData(c),
@@ -352,6 +353,13 @@ class ServerConnection<C> {
     this.server.forget(this);
   };
 
+  /** Closes after the response under way (`connection: close`), or now if there is none. */
+  drain(): void {
+    if (this.dead) return;
+    this.closing = true;
+    if (this.current === null && this.headSince === 0) this.close();
+  }
+
   /** Ends the connection after what was written. */
   close(): void {
     if (this.dead) return;
@@ -379,6 +387,8 @@ class ServerConnection<C> {
 export class Http1Server<C> {
   private readonly conns = new Set<ServerConnection<C>>();
   private sweeper: NodeJS.Timeout | null = null;
+  /** every response says `connection: close`, and the connection closes after it */
+  draining = false;
 
   constructor(
     readonly handlers: Http1Handlers<C>,
@@ -412,6 +422,12 @@ export class Http1Server<C> {
 
   get size(): number {
     return this.conns.size;
+  }
+
+  /** Shutting down: idle connections close now, the others after the response under way, new ones after their first. */
+  drain(): void {
+    this.draining = true;
+    for (const c of [...this.conns]) c.drain();
   }
 
   /** Closes every connection. */

@@ -34,6 +34,7 @@ import { WaypointEngine, type RequestContext } from './engine.js';
 import { isoTimeCached, LineBatcher } from './access-log.js';
 import { forwardedFor, isTcpPort } from './inbound.js';
 import { dropEmptyWrites } from './streams.js';
+import { handleStopSignals, seconds } from '../shared/drain.js';
 
 const env = process.env;
 const program = new Command()
@@ -52,6 +53,8 @@ const program = new Command()
   .option('--readiness <host:port>', 'readiness probe', '0.0.0.0:15021')
   .option('--tracing-endpoint <url>', 'send spans to this collector: Zipkin v2 JSON, or OTLP/HTTP JSON when the path ends in /v1/traces', env.AMBIT_TRACING_ENDPOINT)
   .option('--tracing-sample-percent <n>', 'share of new traces sampled when the client did not decide', env.AMBIT_TRACING_SAMPLE_PERCENT ?? '100')
+  .option('--handover-seconds <s>', 'on SIGTERM, how long to keep taking new connections while clients learn it is going', '5')
+  .option('--drain-seconds <s>', 'on SIGTERM, how long requests and connections under way may take to finish before they are cut', '25')
   .option('--log-level <level>', 'log level', env.AMBIT_LOG_LEVEL ?? 'info');
 
 interface Options {
@@ -68,6 +71,8 @@ interface Options {
   readiness: string;
   tracingEndpoint?: string;
   tracingSamplePercent: string;
+  handoverSeconds: string;
+  drainSeconds: string;
   logLevel: string;
 }
 
@@ -78,6 +83,7 @@ function required(o: Options): Required<Pick<Options, 'name' | 'namespace' | 'co
   if (o.tracingEndpoint) parseTracingEndpoint(o.tracingEndpoint);
   const pct = Number(o.tracingSamplePercent);
   if (!(pct >= 0 && pct <= 100)) throw new Error(`--tracing-sample-percent must be a number from 0 to 100, got "${o.tracingSamplePercent}"`);
+  if (seconds(o.handoverSeconds, '--handover-seconds') > seconds(o.drainSeconds, '--drain-seconds')) throw new Error(`--handover-seconds (${o.handoverSeconds}) must not be longer than --drain-seconds (${o.drainSeconds})`);
   return { name: o.name!, namespace: o.namespace!, control: o.control!, tokenFile: o.tokenFile! };
 }
 
@@ -230,22 +236,12 @@ async function main(): Promise<void> {
     s.writeHead(404).end();
   });
   const readiness = http.createServer((q, s) => {
-    const ready = q.url === '/healthz/ready' && engine !== null;
-    s.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ready\n' : 'not ready: waiting for configuration\n');
+    const draining = stop.draining;
+    const ready = q.url === '/healthz/ready' && engine !== null && !draining;
+    s.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ready\n' : draining ? 'not ready: draining\n' : 'not ready: waiting for configuration\n');
   });
-  await listen(hbone.server, o.listen, '--listen');
-  await listen(admin, o.admin, '--admin');
-  await listen(metrics, o.metrics, '--metrics');
-  await listen(readiness, o.readiness, '--readiness');
-  log.info({ identity, listen: o.listen, metrics: o.metrics }, 'waypoint started');
-
-  let stopping = false;
-  const stop = (): void => {
-    if (stopping) return;
-    stopping = true;
-    log.info('draining');
+  const exit = (): void => {
     link.stop();
-    hbone.server.close();
     void Promise.all([engine?.close(), spans?.close()]).finally(() => {
       pool.close();
       certs.close();
@@ -253,8 +249,36 @@ async function main(): Promise<void> {
       setTimeout(() => process.exit(0), 200).unref();
     });
   };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
+  const stop = handleStopSignals({
+    log,
+    times: { handoverMs: seconds(o.handoverSeconds, '--handover-seconds') * 1000, deadlineMs: seconds(o.drainSeconds, '--drain-seconds') * 1000 },
+    now: () => {
+      hbone.server.close();
+    },
+    // a rollout, a scale-down: readiness says draining, so the control plane stops sending
+    // clients here; connections keep being taken for the hand-over time, then clients get
+    // GOAWAY and `connection: close`, and what is under way may finish
+    drain: () => {
+      log.info({ hboneConnections: hbone.openSessions, handoverSeconds: Number(o.handoverSeconds), drainSeconds: Number(o.drainSeconds) }, 'draining: clients are sent elsewhere, requests under way may finish');
+      return {
+        // nobody connected: nobody is sending here
+        handOver: () => hbone.openSessions > 0,
+        stopAccepting: async () => {
+          void hbone.close();
+          engine?.drain();
+          log.info({ hboneConnections: hbone.openSessions }, 'draining: no longer accepting connections');
+        },
+        open: () => hbone.openSessions,
+        cut: () => void engine?.close(),
+      };
+    },
+    exit,
+  });
+  await listen(hbone.server, o.listen, '--listen');
+  await listen(admin, o.admin, '--admin');
+  await listen(metrics, o.metrics, '--metrics');
+  await listen(readiness, o.readiness, '--readiness');
+  log.info({ identity, listen: o.listen, metrics: o.metrics }, 'waypoint started');
 }
 
 /** Carries a TCP port through: bytes both ways, half-close passed on, a reset on either side resets the other. */

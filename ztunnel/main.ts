@@ -16,7 +16,7 @@ import type { ProxyContext } from './context.js';
 import { recheckOpenConnections } from './inbound.js';
 import { listen } from '../shared/net/listen.js';
 import { NodeReporter, nodeReport } from './report.js';
-import { Drain, seconds } from './drain.js';
+import { handleStopSignals, seconds } from '../shared/drain.js';
 
 const program = new Command()
   .name('ztunnel')
@@ -104,54 +104,36 @@ async function main(): Promise<void> {
   const cut = (): void => {
     for (const c of [...ctx.tracker.open.values()]) c.link?.abort();
   };
-  let drain: Drain | null = null;
-  let stopping = false;
-  /** SIGINT, or a second signal: stop at once. */
-  const stopNow = (): void => {
-    if (drain) {
-      drain.stopNow();
-      return;
-    }
-    if (stopping) return;
-    stopping = true;
-    log.info('stopping now: open connections are reset');
-    agent.drain();
-    void pods.close().then(() => {
+  handleStopSignals({
+    log,
+    times: { handoverMs, deadlineMs },
+    now: async () => {
+      agent.drain();
+      await pods.close();
       cut();
-      exit();
-    });
-  };
-  /** SIGTERM (an upgrade, a node drain): hand the pods over, then let open connections finish. */
-  const stopGracefully = (): void => {
-    if (stopping) {
-      stopNow();
-      return;
-    }
-    stopping = true;
-    log.info({ pods: pods.list().length, connections: pods.connections(), handoverSeconds: handoverMs / 1000, drainSeconds: deadlineMs / 1000 }, 'draining: pods go to the next ztunnel, open connections may finish');
-    // the next ztunnel reports for this node and may need the ports: in local mode ztunnels share the node's netns
-    reporter.stop();
-    for (const s of servers) s.close();
-    drain = new Drain(
-      {
-        pods: () => pods.list().length,
-        handOver: () => agent.drain(),
+    },
+    // an upgrade, a node drain: hand the pods over, then let open connections finish
+    drain: () => {
+      log.info({ pods: pods.list().length, connections: pods.connections(), handoverSeconds: handoverMs / 1000, drainSeconds: deadlineMs / 1000 }, 'draining: pods go to the next ztunnel, open connections may finish');
+      // the next ztunnel reports for this node and may need the ports: in local mode ztunnels share the node's netns
+      reporter.stop();
+      for (const s of servers) s.close();
+      return {
+        // with no pod captured, nobody sends here
+        handOver: () => {
+          agent.drain();
+          return pods.list().length > 0;
+        },
         stopAccepting: async () => {
           await pods.close();
           log.info({ connections: pods.connections() }, 'draining: no longer accepting connections');
         },
         open: () => pods.connections(),
         cut,
-      },
-      { handoverMs, deadlineMs },
-    );
-    void drain.run().then((r) => {
-      log.info({ connectionsAtStart: r.openAtStart, reset: r.cut, interrupted: r.interrupted, ms: r.ms }, 'drained');
-      exit();
-    });
-  };
-  process.on('SIGTERM', stopGracefully);
-  process.on('SIGINT', stopNow);
+      };
+    },
+    exit,
+  });
 }
 
 main().catch((err: Error) => {

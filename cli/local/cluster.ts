@@ -62,6 +62,9 @@ const CONTROL_MAIN = join(DIST, 'control', 'main.js');
 const AGENT_MAIN = join(DIST, 'cni', 'main.js');
 const WAYPOINT_MAIN = join(DIST, 'waypoint', 'main.js');
 
+/** How long a deleted pod's processes get after SIGTERM before SIGKILL (as in a cluster). */
+const POD_GRACE_MS = 30_000;
+
 /** Adds the pods and Services that run waypoint Gateways (and drops those of Gateways gone). */
 function withWaypoints(objects: KubeObject[], dir: string): KubeObject[] {
   const r = reconcileWaypoints(objects, { dir, controlAddress: CONTROL_ADDRESS, nodePath: process.execPath, waypointMain: WAYPOINT_MAIN });
@@ -744,7 +747,8 @@ export async function deleteObjects(o: { stateRoot: string; name: string; file: 
   const pods = state.plan.pods.filter((p) => gone.has(`Pod/${p.namespace}/${p.name}`));
   for (const pod of pods) {
     const procs = state.processes.filter((x) => x.role === 'pod' && x.name.startsWith(`${pod.key}/`));
-    await Promise.all(procs.map((x) => stopGroup(x.pid)));
+    // Kubernetes' default terminationGracePeriodSeconds: a waypoint lets what is under way finish
+    await Promise.all(procs.map((x) => stopGroup(x.pid, POD_GRACE_MS)));
     await removePodNetwork(state.dir, state.name, state.plan.nodes.find((n) => n.name === pod.node)!, pod);
     await deleteNetns(pod.netns);
     await rm(`/etc/netns/${pod.netns}`, { recursive: true, force: true });

@@ -19,6 +19,12 @@ export interface PodInfo {
   labels: Record<string, string>;
   ip: string | null;
   phase: string | null;
+  /**
+   * false while the pod is being deleted (metadata.deletionTimestamp) or its Ready condition is
+   * False (a failing readiness probe, a waypoint draining): it gets no new connections, as
+   * kube-proxy sends it none. Without conditions (local mode) a running pod serves.
+   */
+  serving: boolean;
   /** the node agent's `ambient.istio.io/redirection` annotation: 'enabled' once ztunnel serves the pod */
   redirection: string | null;
 }
@@ -29,6 +35,13 @@ function num(v: unknown): number | null {
 
 function where(o: KubeObject): string {
   return `${o.source ?? '<input>'}: ${o.kind} "${o.metadata.namespace ?? 'default'}/${o.metadata.name}"`;
+}
+
+/** A pod's Ready condition: true, false, or null when it has none. */
+function readyCondition(status: Record<string, unknown>): boolean | null {
+  if (!Array.isArray(status.conditions)) return null;
+  const c = (status.conditions as unknown[]).find((x): x is { type: string; status?: unknown } => typeof x === 'object' && x !== null && (x as { type?: unknown }).type === 'Ready');
+  return c ? c.status === 'True' : null;
 }
 
 /** Reads a Pod object; throws ConfigError naming it when a field has the wrong type. */
@@ -50,6 +63,7 @@ export function podInfo(o: KubeObject): PodInfo {
     labels: o.metadata.labels ?? {},
     ip: typeof status.podIP === 'string' ? status.podIP : null,
     phase: typeof status.phase === 'string' ? status.phase : null,
+    serving: !(o.metadata as { deletionTimestamp?: unknown }).deletionTimestamp && readyCondition(status) !== false,
     redirection: o.metadata.annotations?.[REDIRECTION_ANNOTATION] ?? null,
   };
 }
@@ -174,7 +188,7 @@ export function translate(objects: KubeObject[], problems: PolicyProblem[] = [],
       ip: p.ip,
       labels: p.labels,
       protocol: meshProtocol(p, nsLabels.get(p.namespace)),
-      ready: p.phase === 'Running',
+      ready: p.phase === 'Running' && p.serving,
     });
   }
   const services: Service[] = [];

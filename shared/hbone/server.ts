@@ -337,6 +337,11 @@ export class HboneServer {
     respondError(stream, new MeshError('BAD_REQUEST', answer));
   }
 
+  /** Client connections open (refused ones not counted). */
+  get openSessions(): number {
+    return this.sessions.size;
+  }
+
   /** Serves on an already bound and listening socket fd (made inside a pod's netns). */
   listenFd(fd: number): Promise<void> {
     return new Promise((resolve, reject) => {

@@ -267,4 +267,22 @@ describe('waypoint L7: gRPC, WebSocket, h2load, retries, timeouts, faults, mirro
     assert.equal(ejected.length, 2);
     assert.match(ejected[0]!, new RegExp(`"endpoint":"${bad.replace(/\./g, '\\.')}".*"reason":"3 consecutive 5xx; ejected for 4000 ms \\(ejection 1\\)"`));
   });
+
+  // last: it deletes the waypoint
+  test('deleting the waypoint lets a request under way finish: SIGTERM drains it, then it exits', async () => {
+    const slow = curl(['-w', '\\n%{http_code}', 'http://mirror.shop/slow/under-way?ms=3000']);
+    await sleep(700);
+    const started = Date.now();
+    const d = await ambit(['waypoint', 'delete', 'waypoint', '-n', 'shop', '--mesh', mesh.name, '--state-dir', mesh.stateDir], 60_000);
+    assert.equal(d.code, 0, d.stderr);
+    const r = await slow;
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /\n200$/, `the request under way was answered: ${r.stdout}`);
+    const lines = (await waypointLog()).filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const drained = lines.find((l) => l.msg === 'drained');
+    assert.ok(drained, 'the waypoint logged the end of its drain');
+    assert.equal(drained.cut, 0, JSON.stringify(drained));
+    assert.equal(drained.interrupted, false, JSON.stringify(drained));
+    assert.ok(Date.now() - started < 20_000, 'it exited well before the grace period ended');
+  });
 });

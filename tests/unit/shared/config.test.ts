@@ -47,7 +47,7 @@ function service(name: string, spec: Record<string, unknown>, namespace?: string
 }
 
 function info(labels: Record<string, string> = {}, hostNetwork = false): PodInfo {
-  return { name: 'p', namespace: 'ns', uid: 'ns/p', serviceAccount: 'default', nodeName: 'node-1', hostNetwork, labels, ip: '10.0.0.1', phase: 'Running', redirection: null };
+  return { name: 'p', namespace: 'ns', uid: 'ns/p', serviceAccount: 'default', nodeName: 'node-1', hostNetwork, labels, ip: '10.0.0.1', phase: 'Running', serving: true, redirection: null };
 }
 
 describe('parseObjects', () => {
@@ -143,7 +143,7 @@ describe('parseObjects', () => {
 describe('podInfo', () => {
   test('fills defaults: namespace, uid, service account', () => {
     const p = podInfo(obj('Pod', 'web', { spec: {}, status: {} }));
-    assert.deepEqual(p, { name: 'web', namespace: 'default', uid: 'default/web', serviceAccount: 'default', nodeName: null, hostNetwork: false, labels: {}, ip: null, phase: null, redirection: null });
+    assert.deepEqual(p, { name: 'web', namespace: 'default', uid: 'default/web', serviceAccount: 'default', nodeName: null, hostNetwork: false, labels: {}, ip: null, phase: null, serving: true, redirection: null });
   });
 
   test('reads service account (either field), node, IP, phase and uid', () => {
@@ -277,6 +277,32 @@ describe('translate', () => {
         ['run', true],
         ['pend', false],
         ['done', false],
+      ],
+    );
+  });
+
+  test('a running pod being deleted, or whose Ready condition is False, is not ready: it gets no new connections', () => {
+    const withStatus = (name: string, ip: string, ready: string | null, deleting = false): KubeObject => {
+      const o = pod(name, { phase: 'Running', ip });
+      if (ready !== null) o.status = { ...o.status, conditions: [{ type: 'PodScheduled', status: 'True' }, { type: 'Ready', status: ready }] };
+      if (deleting) (o.metadata as Record<string, unknown>).deletionTimestamp = '2026-12-07T10:00:00Z';
+      return o;
+    };
+    const snap = translate([
+      withStatus('ready', '10.0.0.1', 'True'),
+      withStatus('probe-failing', '10.0.0.2', 'False'),
+      withStatus('unknown', '10.0.0.3', 'Unknown'),
+      withStatus('no-conditions', '10.0.0.4', null),
+      withStatus('terminating', '10.0.0.5', 'True', true),
+    ]);
+    assert.deepEqual(
+      snap.workloads.map((w) => [w.name, w.ready]),
+      [
+        ['ready', true],
+        ['probe-failing', false],
+        ['unknown', false],
+        ['no-conditions', true],
+        ['terminating', false],
       ],
     );
   });

@@ -1096,3 +1096,37 @@ spec:
     assert.ok(line, 'an access-log line with DC');
   });
 });
+
+describe('engine drain (SIGTERM)', () => {
+  test('an HTTP/2 client gets a GOAWAY, its request under way is answered, and the session then closes', async () => {
+    let answer: () => void = () => undefined;
+    const backend = await httpBackend('slow', (req, res) => {
+      answer = () => res.end(`slow ${req.url}`);
+    });
+    const pod: Pod = { name: 'slow', ip: '10.1.0.50', backend };
+    const b = await bench([pod], [service('reviews', '10.96.0.10', [pod])]);
+    const c = http2.connect(`http://127.0.0.1:${b.port}`);
+    c.on('error', () => undefined);
+    try {
+      const goaway = new Promise<number>((resolve) => c.once('goaway', (code: number) => resolve(code)));
+      const closed = new Promise<void>((resolve) => c.once('close', () => resolve()));
+      const body = new Promise<string>((resolve, reject) => {
+        const s = c.request({ ':path': '/under-way', ':authority': 'reviews' });
+        let d = '';
+        s.on('data', (x: Buffer) => (d += x.toString()));
+        s.on('end', () => resolve(d));
+        s.on('error', reject);
+      });
+      while (backend.seen.length === 0) await new Promise((r) => setTimeout(r, 10));
+      b.engine.drain();
+      assert.equal(await goaway, http2.constants.NGHTTP2_NO_ERROR);
+      answer();
+      assert.equal(await body, 'slow /under-way');
+      await closed;
+    } finally {
+      c.destroy();
+      await b.close();
+      await backend.close();
+    }
+  });
+});

@@ -273,6 +273,34 @@ describe('HTTP/1.1 server side', () => {
     }
   });
 
+  test('drain: an idle connection closes now, a busy one after its response (connection: close), a new one after its first', async () => {
+    let release: () => void = () => undefined;
+    const b = await bench((req, down) => {
+      if (req.target === '/slow') release = () => down.reply(200, {}, 'slow done');
+      else down.reply(200, {}, req.target);
+    });
+    try {
+      const idle = raw(b.port, ['GET /idle HTTP/1.1\r\nhost: x\r\n\r\n'], undefined, 3000);
+      const busy = raw(b.port, ['GET /slow HTTP/1.1\r\nhost: x\r\n\r\n'], undefined, 3000);
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(b.server.size, 2);
+      b.server.drain();
+      const i = await idle;
+      assert.match(i.text, /^HTTP\/1\.1 200 OK\r\n(?![^]*connection: close)[^]*\/idle$/, 'answered before the drain, with keep-alive');
+      assert.equal(i.closed, true, 'the idle connection is closed at once');
+      const late = await raw(b.port, ['GET /late HTTP/1.1\r\nhost: x\r\n\r\n', 'GET /never HTTP/1.1\r\nhost: x\r\n\r\n'], undefined, 3000);
+      assert.match(late.text, /^HTTP\/1\.1 200 OK\r\n[^]*connection: close\r\n[^]*\/late$/, 'a connection made while draining gets one answer');
+      assert.equal(late.closed, true);
+      release();
+      const s = await busy;
+      assert.match(s.text, /^HTTP\/1\.1 200 OK\r\n[^]*connection: close\r\n[^]*slow done$/, 'the request under way finishes');
+      assert.equal(s.closed, true);
+      assert.equal(b.server.size, 0);
+    } finally {
+      await b.close();
+    }
+  });
+
   test('a client that goes away mid-request is seen by onAbort, and its body fails', async () => {
     let aborted!: () => void;
     const seen = new Promise<void>((r) => (aborted = r));
