@@ -92,6 +92,14 @@ export function seconds(v: string, flag: string): number {
   return n;
 }
 
+/** The drain times from `--handover-seconds` and `--drain-seconds` (the hand-over is part of the drain). */
+export function drainTimes(o: { handoverSeconds: string; drainSeconds: string }): DrainTimes {
+  const handoverMs = seconds(o.handoverSeconds, '--handover-seconds') * 1000;
+  const deadlineMs = seconds(o.drainSeconds, '--drain-seconds') * 1000;
+  if (handoverMs > deadlineMs) throw new Error(`--handover-seconds (${o.handoverSeconds}) must not be longer than --drain-seconds (${o.drainSeconds})`);
+  return { handoverMs, deadlineMs };
+}
+
 /** A proxy's ways to stop (see handleStopSignals). */
 export interface StopPlan {
   log: Logger;

@@ -34,7 +34,7 @@ import { WaypointEngine, type RequestContext } from './engine.js';
 import { isoTimeCached, LineBatcher } from './access-log.js';
 import { forwardedFor, isTcpPort } from './inbound.js';
 import { dropEmptyWrites } from './streams.js';
-import { handleStopSignals, seconds } from '../shared/drain.js';
+import { drainTimes, handleStopSignals } from '../shared/drain.js';
 
 const env = process.env;
 const program = new Command()
@@ -83,7 +83,7 @@ function required(o: Options): Required<Pick<Options, 'name' | 'namespace' | 'co
   if (o.tracingEndpoint) parseTracingEndpoint(o.tracingEndpoint);
   const pct = Number(o.tracingSamplePercent);
   if (!(pct >= 0 && pct <= 100)) throw new Error(`--tracing-sample-percent must be a number from 0 to 100, got "${o.tracingSamplePercent}"`);
-  if (seconds(o.handoverSeconds, '--handover-seconds') > seconds(o.drainSeconds, '--drain-seconds')) throw new Error(`--handover-seconds (${o.handoverSeconds}) must not be longer than --drain-seconds (${o.drainSeconds})`);
+  drainTimes(o);
   return { name: o.name!, namespace: o.namespace!, control: o.control!, tokenFile: o.tokenFile! };
 }
 
@@ -251,7 +251,7 @@ async function main(): Promise<void> {
   };
   const stop = handleStopSignals({
     log,
-    times: { handoverMs: seconds(o.handoverSeconds, '--handover-seconds') * 1000, deadlineMs: seconds(o.drainSeconds, '--drain-seconds') * 1000 },
+    times: drainTimes(o),
     now: () => {
       hbone.server.close();
     },

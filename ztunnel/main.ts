@@ -16,7 +16,7 @@ import type { ProxyContext } from './context.js';
 import { recheckOpenConnections } from './inbound.js';
 import { listen } from '../shared/net/listen.js';
 import { NodeReporter, nodeReport } from './report.js';
-import { handleStopSignals, seconds } from '../shared/drain.js';
+import { drainTimes, handleStopSignals } from '../shared/drain.js';
 
 const program = new Command()
   .name('ztunnel')
@@ -39,9 +39,7 @@ async function main(): Promise<void> {
     node: string; control: string; caRoot: string; tokenFile: string; agentSocket: string; trustDomain: string; admin: string; metrics: string; readiness: string;
     handoverSeconds: string; drainSeconds: string; logLevel: string;
   }>();
-  const handoverMs = seconds(o.handoverSeconds, '--handover-seconds') * 1000;
-  const deadlineMs = seconds(o.drainSeconds, '--drain-seconds') * 1000;
-  if (handoverMs > deadlineMs) throw new Error(`--handover-seconds (${o.handoverSeconds}) must not be longer than --drain-seconds (${o.drainSeconds})`);
+  const { handoverMs, deadlineMs } = drainTimes(o);
   // the pid tells two ztunnels of one node apart while one hands over to the other (local mode: one log file)
   const log = createLogger('ztunnel', o.logLevel).child({ node: o.node, pid: process.pid });
   const roots = await readFile(o.caRoot, 'utf8');

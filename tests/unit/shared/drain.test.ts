@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Drain, seconds, type DrainSteps } from '../../../shared/drain.js';
+import { Drain, drainTimes, seconds, type DrainSteps } from '../../../shared/drain.js';
 
 /** Steps that record what the drain did, with `open` connections that end when told. */
 function fakeSteps(o: { senders: boolean; open: number }): DrainSteps & { calls: string[]; at: Record<string, number>; end(n: number): void } {
@@ -74,6 +74,8 @@ describe('Drain', () => {
     assert.equal(seconds('25', '--drain-seconds'), 25);
     assert.equal(seconds('0.5', '--drain-seconds'), 0.5);
     for (const bad of ['', ' ', 'soon', '-1', 'Infinity']) assert.throws(() => seconds(bad, '--drain-seconds'), /--drain-seconds must be a number of seconds/);
+    assert.deepEqual(drainTimes({ handoverSeconds: '5', drainSeconds: '25' }), { handoverMs: 5000, deadlineMs: 25_000 });
+    assert.throws(() => drainTimes({ handoverSeconds: '30', drainSeconds: '25' }), /--handover-seconds \(30\) must not be longer than --drain-seconds \(25\)/);
   });
 });
 
