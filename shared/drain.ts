@@ -15,7 +15,7 @@
 import type { Logger } from './telemetry/log.js';
 
 export interface DrainTimes {
-  /** how long this ztunnel keeps serving new connections beside its successor */
+  /** how long the proxy keeps taking new connections while whoever sends them learns it is going */
   handoverMs: number;
   /** from the start, how long open connections may take to finish */
   deadlineMs: number;

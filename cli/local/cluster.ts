@@ -668,7 +668,7 @@ export async function startDaemon(o: { stateRoot: string; name: string; role: 'c
   const state = await readState(o.stateRoot, o.name);
   if (!state) throw new Error(`no local mesh named "${o.name}" is up`);
   const running = state.processes.find((x) => x.role === o.role && (o.role === 'control' || x.name === o.node));
-  if (running?.role === 'ztunnel' && alive(running.pid)) return (await replaceZtunnel(state, running)).next;
+  if (running?.role === 'ztunnel' && alive(running.pid)) return replaceZtunnel(state, running);
   const p = await stopDaemon(o);
   if (!p.argv || !p.netns) throw new Error(`${p.role} ${p.name} was not started by this version of ambit; recreate the mesh`);
   p.pid = spawnInNetns(p.netns, p.argv, { log: p.log });
@@ -698,9 +698,9 @@ async function capturedBy(n: NodePlan): Promise<string[]> {
  * Replaces a running ztunnel the way the DaemonSet's rolling update does (maxSurge): the old
  * one is sent SIGTERM, lets the node agent go and frees its ports, but keeps serving its pods
  * while the new one starts and the agent hands the pods to it; then the old one drains.
- * Resolves once the new one serves every pod the old one did.
+ * Resolves with the new one once it serves every pod the old one did.
  */
-async function replaceZtunnel(state: LocalState, old: MeshProcess): Promise<{ next: MeshProcess; old: MeshProcess }> {
+async function replaceZtunnel(state: LocalState, old: MeshProcess): Promise<MeshProcess> {
   if (!old.argv || !old.netns) throw new Error(`ztunnel ${old.name} was not started by this version of ambit; recreate the mesh`);
   const n = state.plan.nodes.find((x) => x.name === old.name)!;
   const pods = await capturedBy(n);
@@ -719,7 +719,7 @@ async function replaceZtunnel(state: LocalState, old: MeshProcess): Promise<{ ne
     const now = new Set(await capturedBy(n));
     return pods.every((x) => now.has(x));
   }, 20_000);
-  return { next, old: draining };
+  return next;
 }
 
 /**
